@@ -1,0 +1,109 @@
+"""Kernel memory behind a gmem file: a hugetlbfs superblock or a memfd.
+
+Each hugetlb file gets its own detached hugetlbfs superblock with
+size = min_size = the file's size: the kernel then keeps exactly the subpool
+the hugetlb series creates (every page reserved at creation). The backing fd
+is the only reference, so closing it, or the daemon dying, releases it all.
+"""
+
+import ctypes
+import errno
+import os
+
+from .rules import GmemError
+from .uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.syscall.restype = ctypes.c_long
+
+# x86-64 and arm64 share these numbers (the new mount API came after the split).
+SYS_FSOPEN = 430
+SYS_FSCONFIG = 431
+SYS_FSMOUNT = 432
+FSOPEN_CLOEXEC = 0x1
+FSMOUNT_CLOEXEC = 0x1
+FSCONFIG_SET_STRING = 1
+FSCONFIG_CMD_CREATE = 6
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return result
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    _check(_libc.fallocate(fd, mode, offset, length), "fallocate")
+
+
+def _hugetlbfs_superblock(page_size: int, size: int) -> int:
+    """A detached hugetlbfs mount whose subpool reserves size bytes of page_size pages."""
+    fs_fd = _check(_libc.syscall(SYS_FSOPEN, b"hugetlbfs", FSOPEN_CLOEXEC), "fsopen(hugetlbfs)")
+    try:
+        for key, value in (("pagesize", page_size), ("size", size), ("min_size", size)):
+            _check(
+                _libc.syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key.encode(), str(value).encode(), 0),
+                f"fsconfig({key})",
+            )
+        _check(_libc.syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig(create)")
+        return _check(_libc.syscall(SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, 0), "fsmount")
+    finally:
+        os.close(fs_fd)
+
+
+class Backing:
+    """The kernel file that holds a gmem file's pages."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def reserve_subpool(cls, page_size: int, size: int) -> "Backing":
+        """Reserve every huge page of the file now, as the seed's subpool does."""
+        try:
+            mount_fd = _hugetlbfs_superblock(page_size, size)
+        except OSError as error:
+            if error.errno == errno.ENOMEM:
+                raise GmemError(
+                    errno.ENOMEM, f"the {page_size}-byte huge page pool cannot reserve {size // page_size} pages"
+                ) from None
+            raise
+        try:
+            fd = os.open("guest_memfd", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mount_fd)
+        finally:
+            os.close(mount_fd)  # the open file keeps the superblock alive
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    @classmethod
+    def shared_memory(cls, size: int) -> "Backing":
+        fd = os.memfd_create("guest_memfd", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+        except OSError:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def allocate(self, start: int, end: int) -> None:
+        fallocate(self.fd, FALLOC_FL_KEEP_SIZE, start, end - start)
+
+    def punch(self, start: int, end: int) -> None:
+        fallocate(self.fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start, end - start)
+
+    def allocated_bytes(self) -> int:
+        """What the kernel says is allocated (st_blocks), for recovering from a partial allocation."""
+        return os.fstat(self.fd).st_blocks * 512
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

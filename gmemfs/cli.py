@@ -1,0 +1,146 @@
+"""The gmemfs command: check the options and the machine, mount, serve, clean up."""
+
+import argparse
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+
+import pyfuse3
+import trio
+
+from .hugepages import HugePageSupport, pool_counters
+from .operations import GmemOperations
+from .options import MountOptions, OptionError, parse_mount_options
+from .units import format_size
+
+log = logging.getLogger("gmemfs")
+
+
+class UsageError(Exception):
+    """Something the user can fix; printed as one line, exit status 1."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gmemfs",
+        description="Mount a filesystem whose every regular file is a KVM guest_memfd "
+        "backed by real hugetlb (or shared) memory.",
+        epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
+        "allow_other, default_permissions (on; nodefault_permissions turns it off), debug.",
+    )
+    parser.add_argument("mountpoint", help="an existing empty directory")
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[=VAL],...")
+    parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging (implies -f)")
+    return parser.parse_args(argv)
+
+
+def check_machine(mountpoint: str, options: MountOptions, support: HugePageSupport) -> None:
+    """Refuse, with one clear line, what would make the mount fail or be useless."""
+    try:
+        is_dir = os.path.isdir(mountpoint) or not os.stat(mountpoint)
+    except OSError as error:
+        raise UsageError(
+            f"mountpoint {mountpoint}: {error.strerror} (a dead mount? try: fusermount3 -u {mountpoint})"
+        ) from None
+    if not is_dir:
+        raise UsageError(f"mountpoint {mountpoint} does not exist or is not a directory")
+    if is_mounted(mountpoint):
+        raise UsageError(f"mountpoint {mountpoint} is already mounted")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise UsageError("cannot open /dev/fuse: load the fuse module and run as root (or a member of its group)")
+    if options.page_size != 4096:
+        size = format_size(options.page_size)
+        if options.page_size not in support.sizes:
+            raise UsageError(f"pagesize={size}: this machine has no {size} huge pages")
+        if pool_counters(options.page_size).total == 0:
+            log.warning(
+                "the %s huge page pool is empty: sizing a file will fail with ENOMEM until it grows "
+                "(mount_helper/hugepages %s=N)", size, size)
+
+
+def is_mounted(path: str) -> bool:
+    """Whether something is mounted at path, from the mount table (no stat: it may be our own mount)."""
+    with open("/proc/self/mounts") as mounts:
+        return any(
+            line.split()[1].replace("\\040", " ") == path for line in mounts
+        )
+
+
+def setup_logging(debug: bool, daemon: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO
+    if daemon and os.path.exists("/dev/log"):
+        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("gmemfs[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("gmemfs: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def daemonize() -> None:
+    """Detach after the mount exists, so the caller's exit status means 'mounted'."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+async def serve() -> None:
+    """Answer requests until unmounted (fusermount3 -u) or told to stop (SIGINT/SIGTERM)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+def mount(mountpoint: str, options: MountOptions, foreground: bool) -> None:
+    support = HugePageSupport.probe()
+    check_machine(mountpoint, options, support)
+    operations = GmemOperations(options, support)
+    if not hasattr(pyfuse3.Operations, "fallocate"):
+        raise UsageError("this pyfuse3 lacks the fallocate handler: install the patched build (./bootstrap)")
+    pyfuse3.init(operations, mountpoint, options.fuse_options())
+    try:
+        if not foreground:
+            daemonize()
+            setup_logging(options.debug, daemon=True)
+        log.info("mounted %s (%s)", mountpoint, options.describe())
+        trio.run(serve)
+    finally:
+        pyfuse3.close(unmount=is_mounted(mountpoint))
+        operations.release_all()
+        log.info("unmounted %s; every file released", mountpoint)
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    foreground = args.foreground or args.debug
+    setup_logging(args.debug, daemon=False)
+    try:
+        options = parse_mount_options(args.options)
+        options.debug = options.debug or args.debug
+        mount(os.path.abspath(args.mountpoint), options, foreground)
+    except (OptionError, UsageError) as error:
+        print(f"gmemfs: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""One gmem file: its flags, size, pages and backing, from unsized to evicted.
+
+The rules module decides; this class applies the decision to the kernel memory
+and keeps the page bookkeeping (runs, never pages) in step with it.
+"""
+
+from .backing import Backing
+from .hugepages import HugePageSupport
+from .ranges import Range, RangeSet
+from .rules import FallocatePlan, check_creation_size, check_flags_change, page_size_for_flags, plan_fallocate
+from .uapi import (
+    BASE_PAGE_SIZE,
+    XATTR_ALLOCATED,
+    XATTR_FLAGS,
+    XATTR_PAGE_SIZE,
+    XATTR_RESERVED,
+    XATTR_SHARED,
+    AbiProfile,
+)
+
+
+class GuestMemfd:
+    __slots__ = ("profile", "support", "flags", "page_size", "size", "backing", "allocated", "shared")
+
+    def __init__(self, flags: int, profile: AbiProfile, support: HugePageSupport) -> None:
+        self.profile = profile
+        self.support = support
+        self.page_size = page_size_for_flags(flags, profile, support.sizes, support.default_size)
+        self.flags = flags
+        self.size = 0
+        self.backing: Backing | None = None
+        self.allocated = RangeSet()
+        self.shared = RangeSet()
+
+    @property
+    def hugetlb(self) -> bool:
+        return self.page_size != BASE_PAGE_SIZE
+
+    @property
+    def reserved_pages(self) -> int:
+        """Huge pages the file's subpool holds: all of them, from creation to eviction."""
+        return self.size // self.page_size if self.hugetlb and self.backing else 0
+
+    def set_flags(self, flags: int) -> None:
+        check_flags_change(self.size)
+        self.page_size = page_size_for_flags(flags, self.profile, self.support.sizes, self.support.default_size)
+        self.flags = flags
+
+    def create(self, size: int) -> None:
+        """Give the file its size: for hugetlb files, reserve every page now."""
+        check_creation_size(self.size, size, self.page_size)
+        if self.hugetlb:
+            self.backing = Backing.reserve_subpool(self.page_size, size)
+        else:
+            self.backing = Backing.shared_memory(size)
+        self.size = size
+        if self.profile.starts_shared:
+            self.shared.add(0, size)
+
+    def plan_fallocate(self, mode: int, offset: int, length: int) -> FallocatePlan:
+        return plan_fallocate(mode, offset, length, self.page_size, self.size)
+
+    def allocate(self, start: int, end: int) -> None:
+        """Allocate (zeroed) the holes of [start, end); allocated pages keep their contents."""
+        for gap_start, gap_end in list(self.allocated.gaps(start, end)):
+            try:
+                self.backing.allocate(gap_start, gap_end)
+            except OSError:
+                self._account_partial_allocation(gap_start)
+                raise
+            self.allocated.add(gap_start, gap_end)
+
+    def _account_partial_allocation(self, gap_start: int) -> None:
+        """The kernel fills a hole from its start, so the st_blocks growth says how far it got."""
+        done = self.backing.allocated_bytes() - self.allocated.total
+        self.allocated.add(gap_start, gap_start + max(done, 0))
+
+    def punch(self, start: int, end: int) -> None:
+        """Free the pages of [start, end); huge pages go back to the file's subpool."""
+        for run_start, run_end in list(self.allocated.overlapping(start, end)):
+            self.backing.punch(run_start, run_end)
+        self.allocated.remove(start, end)
+
+    def evict(self) -> None:
+        """Release every page and the whole reservation at once (evict_inode)."""
+        if self.backing:
+            self.backing.close()
+            self.backing = None
+        self.allocated = RangeSet()
+        self.shared = RangeSet()
+
+    def describe(self) -> dict[bytes, bytes]:
+        """The read-only inspection attributes (user.gmem.*), as their byte values."""
+        return {
+            XATTR_FLAGS: f"{self.flags:#x}".encode(),
+            XATTR_PAGE_SIZE: str(self.page_size).encode(),
+            XATTR_RESERVED: str(self.reserved_pages).encode(),
+            XATTR_ALLOCATED: format_ranges(self.allocated),
+            XATTR_SHARED: format_ranges(self.shared),
+        }
+
+
+def format_ranges(ranges: "RangeSet | list[Range]") -> bytes:
+    """'0x0-0x200000,0x600000-0x800000': half-open byte ranges, empty when none."""
+    return ",".join(f"{start:#x}-{end:#x}" for start, end in ranges).encode()

@@ -1,0 +1,72 @@
+"""The machine's hugetlb pools, read from (and sized through) sysfs."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSFS_HUGEPAGES = Path("/sys/kernel/mm/hugepages")
+
+
+def pool_dir(page_size: int) -> Path:
+    return SYSFS_HUGEPAGES / f"hugepages-{page_size // 1024}kB"
+
+
+def huge_page_sizes() -> frozenset[int]:
+    """The huge page sizes this kernel and CPU support."""
+    if not SYSFS_HUGEPAGES.is_dir():
+        return frozenset()
+    return frozenset(
+        int(entry.name.removeprefix("hugepages-").removesuffix("kB")) * 1024
+        for entry in SYSFS_HUGEPAGES.iterdir()
+        if entry.name.startswith("hugepages-")
+    )
+
+
+def default_huge_page_size() -> int:
+    """The size that HUGETLB with an empty size field means (Hugepagesize)."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("Hugepagesize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass(frozen=True)
+class PoolCounters:
+    """One pool's counters, in pages, as /sys/kernel/mm/hugepages shows them."""
+
+    total: int
+    free: int
+    reserved: int
+    surplus: int
+
+
+def pool_counters(page_size: int) -> PoolCounters:
+    directory = pool_dir(page_size)
+
+    def read(name: str) -> int:
+        return int((directory / name).read_text())
+
+    return PoolCounters(
+        total=read("nr_hugepages"),
+        free=read("free_hugepages"),
+        reserved=read("resv_hugepages"),
+        surplus=read("surplus_hugepages"),
+    )
+
+
+def set_pool_pages(page_size: int, pages: int) -> int:
+    """Ask the kernel for a pool of `pages` pages; return what it granted."""
+    (pool_dir(page_size) / "nr_hugepages").write_text(f"{pages}\n")
+    return pool_counters(page_size).total
+
+
+@dataclass(frozen=True)
+class HugePageSupport:
+    """What the flag rules need to know about the machine's huge pages."""
+
+    sizes: frozenset[int]
+    default_size: int
+
+    @classmethod
+    def probe(cls) -> "HugePageSupport":
+        return cls(sizes=huge_page_sizes(), default_size=default_huge_page_size())

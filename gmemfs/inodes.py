@@ -1,0 +1,141 @@
+"""The inode table: names, link counts, lookup counts, open handles, eviction.
+
+A gmem file is evicted (its memory released) exactly when nothing can reach it
+any more: no name links it, no handle has it open, and the kernel has dropped
+every lookup (forget). This is the filesystem's evict_inode.
+"""
+
+import itertools
+import stat
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from .guest_memfd import GuestMemfd
+
+ROOT_INO = 1  # FUSE_ROOT_ID
+
+
+@dataclass(eq=False)
+class Inode:
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    name: bytes  # the latest name it was linked under, for log lines
+    nlink: int = 0
+    lookups: int = 0
+    handles: int = 0
+    atime_ns: int = field(default_factory=time.time_ns)
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    entries: "dict[bytes, int] | None" = None  # directories only
+    parent: int = ROOT_INO  # directories only, for '..' link counts
+    gmem: "GuestMemfd | None" = None  # regular files only
+    busy: trio.Lock = field(default_factory=trio.Lock)  # serializes page changes
+
+    def __post_init__(self) -> None:
+        self.mtime_ns = self.ctime_ns = self.atime_ns
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    def touch(self, *, modified: bool = True) -> None:
+        now = time.time_ns()
+        self.ctime_ns = now
+        if modified:
+            self.mtime_ns = now
+
+
+class InodeTable:
+    """Owns every inode and decides when one dies."""
+
+    def __init__(self, root_mode: int, uid: int, gid: int) -> None:
+        self._inodes: dict[int, Inode] = {}
+        self._next_ino = itertools.count(ROOT_INO + 1)
+        self._handles: dict[int, Inode] = {}
+        self._next_fh = itertools.count(1)
+        root = Inode(ino=ROOT_INO, mode=stat.S_IFDIR | root_mode, uid=uid, gid=gid, name=b"/", nlink=2, entries={})
+        self._inodes[ROOT_INO] = root
+
+    def __getitem__(self, ino: int) -> Inode:
+        """KeyError when the inode does not exist (any more)."""
+        return self._inodes[ino]
+
+    def __len__(self) -> int:
+        return len(self._inodes)
+
+    def files(self) -> list[Inode]:
+        return [inode for inode in self._inodes.values() if inode.gmem]
+
+    def new(self, mode: int, uid: int, gid: int, name: bytes, gmem: "GuestMemfd | None" = None) -> Inode:
+        inode = Inode(ino=next(self._next_ino), mode=mode, uid=uid, gid=gid, name=name, gmem=gmem)
+        if inode.is_dir:
+            inode.entries = {}
+        self._inodes[inode.ino] = inode
+        return inode
+
+    def link(self, directory: Inode, name: bytes, inode: Inode) -> None:
+        directory.entries[name] = inode.ino
+        inode.nlink += 1
+        inode.name = name
+        if inode.is_dir:
+            inode.nlink += 1  # its own '.'
+            inode.parent = directory.ino
+            directory.nlink += 1  # its '..'
+        directory.touch()
+        inode.touch(modified=False)
+
+    def unlink(self, directory: Inode, name: bytes) -> Inode:
+        inode = self._inodes[directory.entries.pop(name)]
+        inode.nlink -= 1
+        if inode.is_dir:
+            inode.nlink -= 1
+            directory.nlink -= 1
+        directory.touch()
+        inode.touch(modified=False)
+        self._evict_if_unused(inode)
+        return inode
+
+    def remember(self, inode: Inode) -> Inode:
+        """The kernel got a reference to the inode (lookup, create, readdirplus...)."""
+        inode.lookups += 1
+        return inode
+
+    def forget(self, ino: int, count: int) -> None:
+        inode = self._inodes.get(ino)
+        if inode is None:
+            return
+        inode.lookups = max(inode.lookups - count, 0)
+        self._evict_if_unused(inode)
+
+    def open(self, inode: Inode) -> int:
+        fh = next(self._next_fh)
+        self._handles[fh] = inode
+        inode.handles += 1
+        return fh
+
+    def handle(self, fh: int) -> Inode:
+        return self._handles[fh]
+
+    def release(self, fh: int) -> None:
+        inode = self._handles.pop(fh)
+        inode.handles -= 1
+        self._evict_if_unused(inode)
+
+    def _evict_if_unused(self, inode: Inode) -> None:
+        if inode.nlink or inode.lookups or inode.handles or inode.ino == ROOT_INO:
+            return
+        del self._inodes[inode.ino]
+        if inode.gmem:
+            inode.gmem.evict()
+
+    def evict_all(self) -> None:
+        """The end of the session: every file's memory goes back at once."""
+        for inode in self._inodes.values():
+            if inode.gmem:
+                inode.gmem.evict()
+        self._inodes = {ROOT_INO: self._inodes[ROOT_INO]}
+        self._handles.clear()

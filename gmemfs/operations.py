@@ -1,0 +1,368 @@
+"""The pyfuse3 Operations: translate each FUSE request into the layers below.
+
+Handlers stay thin. Rule violations arrive as GmemError and leave as the
+kernel's errno, with one log line naming the file and the rule; nothing a
+request does can stop the daemon.
+"""
+
+import errno
+import functools
+import logging
+import os
+import stat
+
+import pyfuse3
+import trio
+from pyfuse3 import FUSEError
+
+from .guest_memfd import GuestMemfd
+from .hugepages import HugePageSupport, pool_counters
+from .inodes import ROOT_INO, Inode, InodeTable
+from .options import MountOptions
+from .rules import GmemError, parse_flags_value
+from .uapi import BASE_PAGE_SIZE, XATTR_FLAGS, XATTR_NAMES
+
+log = logging.getLogger(__name__)
+
+CACHE_TIMEOUT = 1.0  # seconds the kernel may cache names and attributes
+THREADED_ALLOCATION = 64 << 20  # larger allocations run off the event loop
+
+
+def _request(target: str):
+    """Wrap a handler: errors become FUSEError; `target` names the argument that identifies the file."""
+
+    def decorate(handler):
+        @functools.wraps(handler)
+        async def wrapper(self: "GmemOperations", *args):
+            try:
+                return await handler(self, *args)
+            except FUSEError:
+                raise
+            except GmemError as error:
+                log.info("%s: %s: %s (%s)", self._describe(target, args[0]), handler.__name__, error.rule,
+                         errno.errorcode.get(error.errno, error.errno))
+                raise FUSEError(error.errno) from None
+            except OSError as error:
+                err = error.errno if error.errno not in (None, errno.ENOSYS) else errno.EIO
+                log.warning("%s: %s failed: %s", self._describe(target, args[0]), handler.__name__, error)
+                raise FUSEError(err) from None
+            except Exception:
+                log.exception("%s: %s: unexpected error", self._describe(target, args[0]), handler.__name__)
+                raise FUSEError(errno.EIO) from None
+
+        return wrapper
+
+    return decorate
+
+
+class GmemOperations(pyfuse3.Operations):
+    """Every regular file is a guest_memfd; directories behave like tmpfs."""
+
+    enable_writeback_cache = False
+
+    def __init__(self, options: MountOptions, support: "HugePageSupport | None" = None) -> None:
+        super().__init__()
+        self.options = options
+        self.support = support or HugePageSupport.probe()
+        self.inodes = InodeTable(0o755, os.getuid(), os.getgid())
+
+    # ---- helpers -------------------------------------------------------------
+
+    def _inode(self, ino: int) -> Inode:
+        try:
+            return self.inodes[ino]
+        except KeyError:
+            raise FUSEError(errno.ENOENT) from None
+
+    def _directory(self, ino: int) -> Inode:
+        inode = self._inode(ino)
+        if not inode.is_dir:
+            raise FUSEError(errno.ENOTDIR)
+        return inode
+
+    def _handle(self, fh: int) -> Inode:
+        try:
+            return self.inodes.handle(fh)
+        except KeyError:
+            raise FUSEError(errno.EBADF) from None
+
+    def _describe(self, target: str, value: int) -> str:
+        """'file vm0 (inode 5)', for log lines; only called on error paths."""
+        if target == "mount":
+            return "mount"
+        try:
+            inode = self.inodes.handle(value) if target == "fh" else self.inodes[value]
+        except KeyError:
+            return f"{target} {value}"
+        kind = "directory" if inode.is_dir else "file"
+        return f"{kind} {os.fsdecode(inode.name)} (inode {inode.ino})"
+
+    def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = inode.ino
+        entry.st_mode = inode.mode
+        entry.st_nlink = inode.nlink
+        entry.st_uid = inode.uid
+        entry.st_gid = inode.gid
+        gmem = inode.gmem
+        if gmem:
+            entry.st_size = gmem.size
+            entry.st_blksize = gmem.page_size
+            entry.st_blocks = gmem.allocated.total // 512
+        else:
+            entry.st_blksize = BASE_PAGE_SIZE
+        entry.st_atime_ns = inode.atime_ns
+        entry.st_mtime_ns = inode.mtime_ns
+        entry.st_ctime_ns = inode.ctime_ns
+        entry.attr_timeout = CACHE_TIMEOUT
+        entry.entry_timeout = CACHE_TIMEOUT
+        return entry
+
+    def _file_info(self, fh: int) -> pyfuse3.FileInfo:
+        # Not seekable, as the kernel's guest_memfd: pread/pwrite/lseek give ESPIPE.
+        # direct_io sends read(2)/write(2) to us, where they fail as in the kernel.
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+
+    def _new_name(self, parent: int, name: bytes) -> Inode:
+        directory = self._directory(parent)
+        if name in directory.entries:
+            raise FUSEError(errno.EEXIST)
+        return directory
+
+    def release_all(self) -> None:
+        """The end of the session evicts every file."""
+        self.inodes.evict_all()
+
+    # ---- names and attributes -------------------------------------------------
+
+    @_request("ino")
+    async def lookup(self, parent_inode, name, ctx):
+        directory = self._directory(parent_inode)
+        if name == b".":
+            inode = directory
+        elif name == b"..":
+            inode = self._inode(directory.parent)
+        else:
+            ino = directory.entries.get(name)
+            if ino is None:
+                raise FUSEError(errno.ENOENT)
+            inode = self.inodes[ino]
+        return self._entry(self.inodes.remember(inode))
+
+    async def forget(self, inode_list):
+        for ino, count in inode_list:
+            self.inodes.forget(ino, count)
+
+    @_request("ino")
+    async def getattr(self, inode, ctx):
+        return self._entry(self._inode(inode))
+
+    @_request("ino")
+    async def setattr(self, ino, attr, fields, fh, ctx):
+        inode = self._inode(ino)
+        if fields.update_size:  # first, so that a refused size changes nothing
+            if inode.gmem is None:
+                raise FUSEError(errno.EISDIR)
+            async with inode.busy:
+                inode.gmem.create(attr.st_size)
+            inode.touch()
+        if fields.update_mode:
+            inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(attr.st_mode)
+        if fields.update_uid:
+            inode.uid = attr.st_uid
+        if fields.update_gid:
+            inode.gid = attr.st_gid
+        if fields.update_atime:
+            inode.atime_ns = attr.st_atime_ns
+        if fields.update_mtime:
+            inode.mtime_ns = attr.st_mtime_ns
+        inode.touch(modified=False)
+        return self._entry(inode)
+
+    @_request("ino")
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        raise FUSEError(errno.EPERM)
+
+    @_request("ino")
+    async def symlink(self, parent_inode, name, target, ctx):
+        raise FUSEError(errno.EPERM)
+
+    @_request("ino")
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        directory = self._new_name(parent_inode, name)
+        inode = self.inodes.new(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, name)
+        self.inodes.link(directory, name, inode)
+        return self._entry(self.inodes.remember(inode))
+
+    @_request("ino")
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        directory = self._new_name(parent_inode, name)
+        gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support)
+        inode = self.inodes.new(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, name, gmem)
+        self.inodes.link(directory, name, inode)
+        self.inodes.remember(inode)
+        return self._file_info(self.inodes.open(inode)), self._entry(inode)
+
+    @_request("ino")
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        target = self._inode(inode)
+        directory = self._new_name(new_parent_inode, new_name)
+        if target.is_dir:
+            raise FUSEError(errno.EPERM)
+        self.inodes.link(directory, new_name, target)
+        return self._entry(self.inodes.remember(target))
+
+    @_request("ino")
+    async def unlink(self, parent_inode, name, ctx):
+        directory = self._directory(parent_inode)
+        if name not in directory.entries:
+            raise FUSEError(errno.ENOENT)
+        if self.inodes[directory.entries[name]].is_dir:
+            raise FUSEError(errno.EISDIR)
+        self.inodes.unlink(directory, name)
+
+    @_request("ino")
+    async def rmdir(self, parent_inode, name, ctx):
+        directory = self._directory(parent_inode)
+        if name not in directory.entries:
+            raise FUSEError(errno.ENOENT)
+        target = self.inodes[directory.entries[name]]
+        if not target.is_dir:
+            raise FUSEError(errno.ENOTDIR)
+        if target.entries:
+            raise FUSEError(errno.ENOTEMPTY)
+        self.inodes.unlink(directory, name)
+
+    @_request("ino")
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        old_directory = self._directory(parent_inode_old)
+        new_directory = self._directory(parent_inode_new)
+        if name_old not in old_directory.entries:
+            raise FUSEError(errno.ENOENT)
+        if flags & pyfuse3.RENAME_EXCHANGE:
+            raise FUSEError(errno.EINVAL)
+        moving = self.inodes[old_directory.entries[name_old]]
+        replaced_ino = new_directory.entries.get(name_new)
+        if replaced_ino == moving.ino:
+            return
+        if replaced_ino is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise FUSEError(errno.EEXIST)
+            replaced = self.inodes[replaced_ino]
+            if replaced.is_dir and not moving.is_dir:
+                raise FUSEError(errno.EISDIR)
+            if moving.is_dir and not replaced.is_dir:
+                raise FUSEError(errno.ENOTDIR)
+            if replaced.entries:
+                raise FUSEError(errno.ENOTEMPTY)
+            self.inodes.unlink(new_directory, name_new)
+        self.inodes.link(new_directory, name_new, moving)
+        self.inodes.unlink(old_directory, name_old)
+
+    # ---- directories ------------------------------------------------------------
+
+    @_request("ino")
+    async def opendir(self, inode, ctx):
+        self._directory(inode)
+        return inode
+
+    @_request("ino")
+    async def readdir(self, fh, start_id, token):
+        directory = self._directory(fh)
+        entries = list(directory.entries.items())
+        for position in range(start_id, len(entries)):
+            name, ino = entries[position]
+            inode = self.inodes[ino]
+            if not pyfuse3.readdir_reply(token, name, self._entry(inode), position + 1):
+                break
+            self.inodes.remember(inode)  # readdirplus hands the kernel a reference
+
+    async def releasedir(self, fh):
+        pass
+
+    @_request("mount")
+    async def statfs(self, ctx):
+        result = pyfuse3.StatvfsData()
+        page_size = self.options.page_size
+        if page_size == BASE_PAGE_SIZE:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // page_size
+            free = available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // page_size
+        else:
+            pool = pool_counters(page_size)
+            total, free, available = pool.total, pool.free, max(pool.free - pool.reserved, 0)
+        result.f_bsize = result.f_frsize = page_size
+        result.f_blocks, result.f_bfree, result.f_bavail = total, free, available
+        result.f_files = len(self.inodes) + (1 << 20)
+        result.f_ffree = result.f_favail = 1 << 20
+        result.f_namemax = 255
+        return result
+
+    # ---- open files -----------------------------------------------------------------
+
+    @_request("ino")
+    async def open(self, inode, flags, ctx):
+        return self._file_info(self.inodes.open(self._inode(inode)))
+
+    @_request("fh")
+    async def read(self, fh, off, size):
+        raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")
+
+    @_request("fh")
+    async def write(self, fh, off, buf):
+        raise GmemError(errno.EINVAL, "write(2) to a guest_memfd")
+
+    async def flush(self, fh):
+        pass
+
+    async def fsync(self, fh, datasync):
+        pass
+
+    @_request("fh")
+    async def release(self, fh):
+        self.inodes.release(fh)
+
+    @_request("fh")
+    async def fallocate(self, ino, fh, mode, offset, length, ctx):
+        inode = self._handle(fh)
+        gmem = inode.gmem
+        plan = gmem.plan_fallocate(mode, offset, length)
+        async with inode.busy:
+            if plan.punch:
+                gmem.punch(plan.start, plan.end)
+            elif plan.end - plan.start >= THREADED_ALLOCATION:
+                await trio.to_thread.run_sync(gmem.allocate, plan.start, plan.end)
+            else:
+                gmem.allocate(plan.start, plan.end)
+
+    @_request("fh")
+    async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
+        raise FUSEError(errno.ENOTTY)
+
+    # ---- inspection attributes ----------------------------------------------------------
+
+    @_request("ino")
+    async def setxattr(self, ino, name, value, ctx):
+        gmem = self._inode(ino).gmem
+        if gmem is None or name not in XATTR_NAMES:
+            raise FUSEError(errno.ENOTSUP)
+        if name != XATTR_FLAGS:
+            raise GmemError(errno.EPERM, f"{os.fsdecode(name)} is read-only")
+        gmem.set_flags(parse_flags_value(value))
+
+    @_request("ino")
+    async def getxattr(self, ino, name, ctx):
+        gmem = self._inode(ino).gmem
+        if gmem is None or name not in XATTR_NAMES:
+            raise FUSEError(pyfuse3.ENOATTR)
+        return gmem.describe()[name]
+
+    @_request("ino")
+    async def listxattr(self, ino, ctx):
+        return list(XATTR_NAMES) if self._inode(ino).gmem else []
+
+    @_request("ino")
+    async def removexattr(self, ino, name, ctx):
+        gmem = self._inode(ino).gmem
+        if gmem is None or name not in XATTR_NAMES:
+            raise FUSEError(pyfuse3.ENOATTR)
+        raise GmemError(errno.EPERM, f"{os.fsdecode(name)} cannot be removed")

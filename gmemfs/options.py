@@ -1,0 +1,86 @@
+"""Mount options (-o name[=value],...), checked before anything is mounted."""
+
+from dataclasses import dataclass
+
+from .uapi import ABI_PROFILES, BASE_PAGE_SIZE, DEFAULT_ABI, AbiProfile, flags_for_page_size
+from .units import format_size, parse_size
+
+PAGE_SIZES = {"4K": BASE_PAGE_SIZE, "2M": 2 << 20, "1G": 1 << 30}
+
+# Options of mount(8) and fuse(8) that gmemfs passes to the kernel unchanged.
+FUSE_OPTIONS = frozenset({"allow_other", "default_permissions", "rw", "nosuid", "nodev", "noexec", "noatime"})
+# Options mount(8) hands to every helper, meaningless here.
+IGNORED_OPTIONS = frozenset({"suid", "dev", "exec", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults"})
+
+
+class OptionError(ValueError):
+    """A mount option that gmemfs cannot honour; the message is for the user."""
+
+
+@dataclass
+class MountOptions:
+    page_size: int = BASE_PAGE_SIZE  # the page size of new files
+    abi: AbiProfile = DEFAULT_ABI
+    default_permissions: bool = True
+    allow_other: bool = False
+    debug: bool = False
+    extra_fuse_options: tuple[str, ...] = ()
+
+    @property
+    def default_flags(self) -> int:
+        """The creation flags a new file starts with."""
+        return flags_for_page_size(self.page_size, self.abi)
+
+    def fuse_options(self) -> set[str]:
+        options = {"fsname=gmemfs", "subtype=gmemfs", *self.extra_fuse_options}
+        if self.default_permissions:
+            options.add("default_permissions")
+        if self.allow_other:
+            options.add("allow_other")
+        if self.debug:
+            options.add("debug")
+        return options
+
+    def describe(self) -> str:
+        return f"pagesize={format_size(self.page_size)},abi={self.abi.name}"
+
+
+def parse_mount_options(option_strings: list[str]) -> MountOptions:
+    """Turn the values of every -o into MountOptions; OptionError names the bad one."""
+    options = MountOptions()
+    extra = []
+    for option_string in option_strings:
+        for item in filter(None, option_string.split(",")):
+            name, has_value, value = item.partition("=")
+            if name == "pagesize":
+                options.page_size = _parse_page_size(value)
+            elif name == "abi":
+                if value not in ABI_PROFILES:
+                    raise OptionError(f"abi={value}: choose one of {', '.join(ABI_PROFILES)}")
+                options.abi = ABI_PROFILES[value]
+            elif name == "default_permissions" and not has_value:
+                options.default_permissions = True
+            elif name == "nodefault_permissions" and not has_value:
+                options.default_permissions = False
+            elif name == "allow_other" and not has_value:
+                options.allow_other = True
+            elif name == "debug" and not has_value:
+                options.debug = True
+            elif name in FUSE_OPTIONS and not has_value:
+                extra.append(name)
+            elif name in IGNORED_OPTIONS and not has_value:
+                continue
+            else:
+                raise OptionError(f"unknown mount option {item!r}")
+    options.extra_fuse_options = tuple(extra)
+    return options
+
+
+def _parse_page_size(value: str) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        size = None
+    if size not in PAGE_SIZES.values():
+        raise OptionError(f"pagesize={value}: choose one of {', '.join(PAGE_SIZES)}")
+    return size

@@ -1,0 +1,103 @@
+"""The guest_memfd rules: every check, in the kernel's order, and its errno.
+
+Pure functions with no I/O. Each refusal raises GmemError carrying the errno
+the kernel would return and the rule that was broken, for the daemon's log.
+"""
+
+import errno
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from .uapi import (
+    BASE_PAGE_SIZE,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    KVM_GUEST_MEMFD_HUGE_MASK,
+    KVM_GUEST_MEMFD_HUGE_SHIFT,
+    U64_MAX,
+    AbiProfile,
+)
+
+HUGE_SIZE_FIELD = KVM_GUEST_MEMFD_HUGE_MASK << KVM_GUEST_MEMFD_HUGE_SHIFT
+
+
+class GmemError(OSError):
+    """A request the kernel would refuse: errno plus the broken rule."""
+
+    def __init__(self, err: int, rule: str) -> None:
+        super().__init__(err, rule)
+        self.rule = rule
+
+
+def page_size_for_flags(
+    flags: int, profile: AbiProfile, huge_page_sizes: Collection[int], default_huge_page_size: int
+) -> int:
+    """The page size that creation flags select, or EINVAL for flags the kernel refuses."""
+    if not 0 <= flags <= U64_MAX:
+        raise GmemError(errno.EINVAL, f"flags {flags} do not fit in 64 bits")
+    hugetlb = flags & profile.hugetlb if profile.hugetlb else 0
+    valid = profile.other_flags | (profile.hugetlb | HUGE_SIZE_FIELD if hugetlb else 0)
+    if flags & ~valid:
+        raise GmemError(errno.EINVAL, f"flags {flags:#x}: bits {flags & ~valid:#x} are not valid here")
+    if not hugetlb:
+        return BASE_PAGE_SIZE
+    log2 = (flags >> KVM_GUEST_MEMFD_HUGE_SHIFT) & KVM_GUEST_MEMFD_HUGE_MASK
+    page_size = default_huge_page_size if log2 == 0 else 1 << log2
+    if page_size not in huge_page_sizes:
+        raise GmemError(errno.EINVAL, f"flags {flags:#x}: this machine has no {page_size}-byte huge pages")
+    return page_size
+
+
+_FLAGS_TEXT = re.compile(rb"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*\x00?")
+
+
+def parse_flags_value(value: bytes) -> int:
+    """The number in a user.gmem.flags value: decimal or 0x-hex text."""
+    match = _FLAGS_TEXT.fullmatch(value)
+    if not match:
+        raise GmemError(errno.EINVAL, f"flags value {value[:40]!r} is not a decimal or 0x-hex number")
+    return int(match.group(1), 0)
+
+
+def check_flags_change(size: int) -> None:
+    """Flags are part of creation: they may change only while the file is unsized."""
+    if size:
+        raise GmemError(errno.EINVAL, "flags cannot change after the file is sized")
+
+
+def check_creation_size(current_size: int, new_size: int, page_size: int) -> None:
+    """The first size completes creation; after that the size is fixed."""
+    if current_size:
+        raise GmemError(errno.EINVAL, f"size is fixed at {current_size:#x} once set")
+    if new_size <= 0 or new_size % page_size:
+        raise GmemError(errno.EINVAL, f"size {new_size:#x} is not a positive multiple of the page size {page_size:#x}")
+
+
+@dataclass(frozen=True)
+class FallocatePlan:
+    """What a valid fallocate does: allocate or punch the pages of [start, end)."""
+
+    punch: bool
+    start: int
+    end: int
+
+
+def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: int) -> FallocatePlan:
+    """Check a fallocate in the kernel's order and say which pages it touches."""
+    if not mode & FALLOC_FL_KEEP_SIZE:
+        raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} lacks FALLOC_FL_KEEP_SIZE")
+    if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+        raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} has bits other than KEEP_SIZE and PUNCH_HOLE")
+    if offset % page_size or length % page_size:
+        raise GmemError(
+            errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is not aligned to the page size {page_size:#x}"
+        )
+    if not size:
+        raise GmemError(errno.EINVAL, "fallocate on a file that has no size yet")
+    end = offset + length
+    if mode & FALLOC_FL_PUNCH_HOLE:
+        return FallocatePlan(punch=True, start=min(offset, size), end=min(end, size))
+    if end > size:
+        raise GmemError(errno.EINVAL, f"allocating {offset:#x}+{length:#x} passes the size {size:#x}")
+    return FallocatePlan(punch=False, start=offset, end=end)

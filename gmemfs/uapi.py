@@ -1,0 +1,70 @@
+"""The kernel's numbers: guest_memfd flags, fallocate modes, ioctls, xattr names.
+
+Pure constants and ABI profiles, so that every other layer (and VMM code) can
+name the same bits as the hugetlb series' UAPI header.
+"""
+
+from dataclasses import dataclass
+
+# Flags of struct kvm_create_guest_memfd, in the seed's encoding (RFC v1, 2024).
+KVM_GUEST_MEMFD_HUGETLB = 1 << 1
+KVM_GUEST_MEMFD_HUGE_SHIFT = 26  # HUGETLB_FLAG_ENCODE_SHIFT
+KVM_GUEST_MEMFD_HUGE_MASK = 0x3F  # HUGETLB_FLAG_ENCODE_MASK
+
+
+def huge_flag(log2_page_size: int) -> int:
+    """The size field that selects a huge page of 2**log2_page_size bytes."""
+    return log2_page_size << KVM_GUEST_MEMFD_HUGE_SHIFT
+
+
+KVM_GUEST_MEMFD_HUGE_64KB = huge_flag(16)
+KVM_GUEST_MEMFD_HUGE_512KB = huge_flag(19)
+KVM_GUEST_MEMFD_HUGE_1MB = huge_flag(20)
+KVM_GUEST_MEMFD_HUGE_2MB = huge_flag(21)
+KVM_GUEST_MEMFD_HUGE_8MB = huge_flag(23)
+KVM_GUEST_MEMFD_HUGE_16MB = huge_flag(24)
+KVM_GUEST_MEMFD_HUGE_32MB = huge_flag(25)
+KVM_GUEST_MEMFD_HUGE_256MB = huge_flag(28)
+KVM_GUEST_MEMFD_HUGE_512MB = huge_flag(29)
+KVM_GUEST_MEMFD_HUGE_1GB = huge_flag(30)
+KVM_GUEST_MEMFD_HUGE_2GB = huge_flag(31)
+KVM_GUEST_MEMFD_HUGE_16GB = huge_flag(34)
+
+BASE_PAGE_SIZE = 4096
+U64_MAX = (1 << 64) - 1
+
+# fallocate(2) modes (linux/falloc.h).
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+# Read-only inspection attributes, and the one writable while a file is unsized.
+XATTR_FLAGS = b"user.gmem.flags"
+XATTR_PAGE_SIZE = b"user.gmem.page_size"
+XATTR_RESERVED = b"user.gmem.reserved"
+XATTR_ALLOCATED = b"user.gmem.allocated"
+XATTR_SHARED = b"user.gmem.shared"
+XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XATTR_SHARED)
+
+
+@dataclass(frozen=True)
+class AbiProfile:
+    """One generation of the guest_memfd flag ABI: which bits mean what."""
+
+    name: str
+    hugetlb: int  # the HUGETLB bit, 0 where the ABI has no hugetlb support
+    other_flags: int  # flag bits valid with or without HUGETLB
+    starts_shared: bool  # whether a new file's pages start shared
+
+
+RFC_V1 = AbiProfile(name="rfc-v1", hugetlb=KVM_GUEST_MEMFD_HUGETLB, other_flags=0, starts_shared=False)
+
+ABI_PROFILES = {profile.name: profile for profile in (RFC_V1,)}
+DEFAULT_ABI = RFC_V1
+
+
+def flags_for_page_size(page_size: int, profile: AbiProfile = DEFAULT_ABI) -> int:
+    """The creation flags that ask for pages of page_size bytes."""
+    if page_size == BASE_PAGE_SIZE:
+        return 0
+    return profile.hugetlb | huge_flag(page_size.bit_length() - 1)
