@@ -1,0 +1,87 @@
+"""Fixtures: huge page pools, gmemfs daemons and per-test directories on real mounts."""
+
+import os
+import shutil
+import uuid
+
+import pytest
+
+from gmemfs.hugepages import pool_counters
+from support.mount import GmemfsProcess, new_mountpoint, remove_mountpoint
+from support.pools import PAGE_1G, PAGE_2M, pool_of, wait_for_counters
+
+PAGE_4K = 4096
+PAGE_SIZES = {PAGE_4K: "4K", PAGE_2M: "2M", PAGE_1G: "1G"}
+# What the suite needs at most at once: enough 2 MiB pages for ENOMEM and table
+# tests, and two 1 GiB pages (reserved at the start, before memory fragments).
+POOL_PAGES = {PAGE_2M: 64, PAGE_1G: 2}
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("mount tests need root: they size huge page pools and create hugetlbfs superblocks")
+
+
+@pytest.fixture(scope="session")
+def huge_pools():
+    """Reserve the suite's huge pages once; give every page back at the end."""
+    _needs_root()
+    with pool_of(PAGE_2M, POOL_PAGES[PAGE_2M]), pool_of(PAGE_1G, POOL_PAGES[PAGE_1G]):
+        yield POOL_PAGES
+
+
+@pytest.fixture
+def start_gmemfs(huge_pools):
+    """Start a gmemfs daemon of the test's own (to kill, unmount or inspect it)."""
+    started = []
+
+    def start(*options: str) -> GmemfsProcess:
+        daemon = GmemfsProcess(new_mountpoint(), list(options))
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
+        remove_mountpoint(daemon.mountpoint)
+
+
+@pytest.fixture(scope="session")
+def shared_mounts(huge_pools):
+    """One long-lived mount per default page size, for tests that only make files."""
+    daemons: dict[int, GmemfsProcess] = {}
+
+    def get(page_size: int) -> GmemfsProcess:
+        if page_size not in daemons:
+            daemons[page_size] = GmemfsProcess(new_mountpoint(), ["-o", f"pagesize={PAGE_SIZES[page_size]}"])
+        return daemons[page_size]
+
+    yield get
+    for daemon in daemons.values():
+        daemon.stop()
+        remove_mountpoint(daemon.mountpoint)
+
+
+@pytest.fixture(params=list(PAGE_SIZES), ids=list(PAGE_SIZES.values()))
+def page_size(request) -> int:
+    return request.param
+
+
+@pytest.fixture
+def gmem_dir(shared_mounts, page_size):
+    """A fresh directory on a mount whose new files use `page_size` pages.
+
+    Afterwards every file is removed and the pool must be back where it was:
+    a test that leaks a reservation fails here.
+    """
+    daemon = shared_mounts(page_size)
+    before = pool_counters(page_size) if page_size != PAGE_4K else None
+    directory = daemon.mountpoint / f"t-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    yield directory
+    shutil.rmtree(directory)
+    if before is not None:
+        after = wait_for_counters(page_size, before.reserved, before.free)
+        assert (after.reserved, after.free) == (before.reserved, before.free), (
+            f"huge pages not given back: before {before}, after {after}"
+        )

@@ -1,0 +1,38 @@
+"""Huge page pools for tests: reserve what a test needs, give it back after."""
+
+import contextlib
+import time
+
+from gmemfs.hugepages import PoolCounters, pool_counters, set_pool_pages
+
+MiB = 1 << 20
+GiB = 1 << 30
+PAGE_2M = 2 * MiB
+PAGE_1G = GiB
+
+
+@contextlib.contextmanager
+def pool_of(page_size: int, pages: int):
+    """Make the pool hold at least `pages` pages; restore its size on the way out."""
+    original = pool_counters(page_size).total
+    if original < pages:
+        granted = set_pool_pages(page_size, pages)
+        if granted < pages:
+            set_pool_pages(page_size, original)
+            raise RuntimeError(f"the kernel granted {granted} of {pages} pages of {page_size} bytes")
+    try:
+        yield
+    finally:
+        set_pool_pages(page_size, original)
+
+
+def wait_for_counters(page_size: int, expected_reserved: int, expected_free: int, timeout: float = 5.0) -> PoolCounters:
+    """Poll until the pool shows the expected counters (forget arrives asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counters = pool_counters(page_size)
+        if (counters.reserved, counters.free) == (expected_reserved, expected_free):
+            return counters
+        if time.monotonic() > deadline:
+            return counters
+        time.sleep(0.005)

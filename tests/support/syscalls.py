@@ -1,0 +1,36 @@
+"""System calls as tests state them: 'this call, these arguments, this errno'."""
+
+import errno
+import os
+
+from gmemfs.backing import fallocate
+from gmemfs.uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+
+KEEP_SIZE = FALLOC_FL_KEEP_SIZE
+PUNCH = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+
+
+def errno_name(err: int) -> str:
+    """EOPNOTSUPP, not its Linux alias ENOTSUP: the name the spec uses."""
+    return "EOPNOTSUPP" if err == errno.EOPNOTSUPP else errno.errorcode.get(err, str(err))
+
+
+def errno_of(call, *args) -> str:
+    """'OK' or the errno's name, so that a failed assertion reads like the spec."""
+    try:
+        call(*args)
+    except OSError as error:
+        return errno_name(error.errno)
+    return "OK"
+
+
+def fallocate_result(fd: int, mode: int, offset: int, length: int) -> str:
+    return errno_of(fallocate, fd, mode, offset, length)
+
+
+def set_flags(fd: int, flags: int) -> None:
+    os.setxattr(fd, b"user.gmem.flags", str(flags).encode())
+
+
+def xattr(fd_or_path, name: str) -> str:
+    return os.getxattr(fd_or_path, f"user.gmem.{name}").decode()

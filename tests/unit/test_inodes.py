@@ -1,0 +1,80 @@
+import stat
+
+from gmemfs.guest_memfd import GuestMemfd
+from gmemfs.hugepages import HugePageSupport
+from gmemfs.inodes import ROOT_INO, InodeTable
+from gmemfs.uapi import RFC_V1
+
+SUPPORT = HugePageSupport(sizes=frozenset({2 << 20}), default_size=2 << 20)
+
+
+def make_file(table, name=b"f"):
+    gmem = GuestMemfd(0, RFC_V1, SUPPORT)
+    gmem.create(8192)  # a real memfd: eviction must close it
+    inode = table.new(stat.S_IFREG | 0o600, 0, 0, name, gmem)
+    table.link(table[ROOT_INO], name, inode)
+    return inode, gmem
+
+
+def test_unlinked_file_lives_until_closed_and_forgotten():
+    table = InodeTable(0o755, 0, 0)
+    inode, gmem = make_file(table)
+    table.remember(inode)
+    fh = table.open(inode)
+    table.unlink(table[ROOT_INO], b"f")
+    assert gmem.backing is not None, "still open and looked up"
+    table.release(fh)
+    assert gmem.backing is not None, "the kernel still holds a lookup"
+    table.forget(inode.ino, 1)
+    assert gmem.backing is None
+    assert inode.ino not in [i.ino for i in table.files()]
+
+
+def test_forget_before_release_waits_for_release():
+    table = InodeTable(0o755, 0, 0)
+    inode, gmem = make_file(table)
+    table.remember(inode)
+    fh = table.open(inode)
+    table.unlink(table[ROOT_INO], b"f")
+    table.forget(inode.ino, 1)
+    assert gmem.backing is not None
+    table.release(fh)
+    assert gmem.backing is None
+
+
+def test_linked_file_survives_close_and_forget():
+    table = InodeTable(0o755, 0, 0)
+    inode, gmem = make_file(table)
+    table.remember(inode)
+    table.release(table.open(inode))
+    table.forget(inode.ino, 1)
+    assert gmem.backing is not None
+    assert table[inode.ino] is inode
+
+
+def test_hard_link_keeps_the_file():
+    table = InodeTable(0o755, 0, 0)
+    inode, gmem = make_file(table)
+    table.link(table[ROOT_INO], b"g", inode)
+    table.unlink(table[ROOT_INO], b"f")
+    assert inode.nlink == 1 and gmem.backing is not None
+    table.unlink(table[ROOT_INO], b"g")
+    assert gmem.backing is None
+
+
+def test_directory_link_counts():
+    table = InodeTable(0o755, 0, 0)
+    root = table[ROOT_INO]
+    sub = table.new(stat.S_IFDIR | 0o755, 0, 0, b"d")
+    table.link(root, b"d", sub)
+    assert (root.nlink, sub.nlink) == (3, 2)
+    table.unlink(root, b"d")
+    assert (root.nlink, sub.nlink) == (2, 0)
+
+
+def test_evict_all_releases_every_file():
+    table = InodeTable(0o755, 0, 0)
+    (_, first), (_, second) = make_file(table, b"a"), make_file(table, b"b")
+    table.evict_all()
+    assert first.backing is None and second.backing is None
+    assert len(table) == 1

@@ -1,0 +1,42 @@
+import pytest
+
+from gmemfs.options import OptionError, parse_mount_options
+from gmemfs.uapi import KVM_GUEST_MEMFD_HUGE_1GB, KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB
+from gmemfs.units import format_size, parse_size
+
+
+def test_defaults():
+    options = parse_mount_options([])
+    assert options.page_size == 4096 and options.default_flags == 0
+    assert options.default_permissions and not options.allow_other
+    assert {"default_permissions", "fsname=gmemfs", "subtype=gmemfs"} <= options.fuse_options()
+
+
+@pytest.mark.parametrize(
+    "value, flags",
+    [("2M", KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB), ("1G", KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB), ("4k", 0)],
+)
+def test_pagesize_sets_the_flags_of_new_files(value, flags):
+    assert parse_mount_options([f"pagesize={value}"]).default_flags == flags
+
+
+def test_options_combine_across_several_o():
+    options = parse_mount_options(["allow_other,pagesize=2M", "nodefault_permissions", "noatime,auto"])
+    assert options.allow_other and not options.default_permissions
+    assert options.page_size == 2 << 20
+    assert "noatime" in options.fuse_options() and "auto" not in options.fuse_options()
+
+
+@pytest.mark.parametrize("bad", ["pagesize=3M", "pagesize=", "pagesize", "abi=v9", "colour=blue", "allow_other=1"])
+def test_bad_options_name_themselves(bad):
+    with pytest.raises(OptionError, match=bad.split("=")[0]):
+        parse_mount_options([bad])
+
+
+@pytest.mark.parametrize("text, size", [("4K", 4096), ("2M", 2 << 20), ("1g", 1 << 30), ("2MiB", 2 << 20), ("512", 512)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+def test_format_size():
+    assert [format_size(s) for s in (4096, 2 << 20, 1 << 30, 1 << 40, 1000)] == ["4K", "2M", "1G", "1T", "1000"]
