@@ -5,6 +5,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import stat
 import sys
 
 import pyfuse3
@@ -40,13 +41,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def check_machine(mountpoint: str, options: MountOptions, support: HugePageSupport) -> None:
     """Refuse, with one clear line, what would make the mount fail or be useless."""
     try:
-        is_dir = os.path.isdir(mountpoint) or not os.stat(mountpoint)
+        is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
+    except FileNotFoundError:
+        raise UsageError(f"mountpoint {mountpoint} does not exist") from None
     except OSError as error:
         raise UsageError(
             f"mountpoint {mountpoint}: {error.strerror} (a dead mount? try: fusermount3 -u {mountpoint})"
         ) from None
     if not is_dir:
-        raise UsageError(f"mountpoint {mountpoint} does not exist or is not a directory")
+        raise UsageError(f"mountpoint {mountpoint} is not a directory")
     if is_mounted(mountpoint):
         raise UsageError(f"mountpoint {mountpoint} is already mounted")
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
@@ -58,15 +61,16 @@ def check_machine(mountpoint: str, options: MountOptions, support: HugePageSuppo
         if pool_counters(options.page_size).total == 0:
             log.warning(
                 "the %s huge page pool is empty: sizing a file will fail with ENOMEM until it grows "
-                "(mount_helper/hugepages %s=N)", size, size)
+                "(mount_helper/hugepages %s=N)",
+                size,
+                size,
+            )
 
 
 def is_mounted(path: str) -> bool:
     """Whether something is mounted at path, from the mount table (no stat: it may be our own mount)."""
     with open("/proc/self/mounts") as mounts:
-        return any(
-            line.split()[1].replace("\\040", " ") == path for line in mounts
-        )
+        return any(line.split()[1].replace("\\040", " ") == path for line in mounts)
 
 
 def setup_logging(debug: bool, daemon: bool) -> None:

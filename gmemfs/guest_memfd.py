@@ -20,7 +20,7 @@ from .uapi import (
 
 
 class GuestMemfd:
-    __slots__ = ("profile", "support", "flags", "page_size", "size", "backing", "allocated", "shared")
+    __slots__ = ("allocated", "backing", "flags", "page_size", "profile", "shared", "size", "support")
 
     def __init__(self, flags: int, profile: AbiProfile, support: HugePageSupport) -> None:
         self.profile = profile

@@ -17,7 +17,7 @@ from pyfuse3 import FUSEError
 
 from .guest_memfd import GuestMemfd
 from .hugepages import HugePageSupport, pool_counters
-from .inodes import ROOT_INO, Inode, InodeTable
+from .inodes import Inode, InodeTable
 from .options import MountOptions
 from .rules import GmemError, parse_flags_value
 from .uapi import BASE_PAGE_SIZE, XATTR_FLAGS, XATTR_NAMES
@@ -39,8 +39,13 @@ def _request(target: str):
             except FUSEError:
                 raise
             except GmemError as error:
-                log.info("%s: %s: %s (%s)", self._describe(target, args[0]), handler.__name__, error.rule,
-                         errno.errorcode.get(error.errno, error.errno))
+                log.info(
+                    "%s: %s: %s (%s)",
+                    self._describe(target, args[0]),
+                    handler.__name__,
+                    error.rule,
+                    errno.errorcode.get(error.errno, error.errno),
+                )
                 raise FUSEError(error.errno) from None
             except OSError as error:
                 err = error.errno if error.errno not in (None, errno.ENOSYS) else errno.EIO
@@ -315,7 +320,7 @@ class GmemOperations(pyfuse3.Operations):
         pass
 
     async def fsync(self, fh, datasync):
-        pass
+        """Succeeds, unlike the kernel's EINVAL: fallocate(1) fsyncs and would report failure [fs]."""
 
     @_request("fh")
     async def release(self, fh):

@@ -10,7 +10,9 @@ PAGE_SIZES = {"4K": BASE_PAGE_SIZE, "2M": 2 << 20, "1G": 1 << 30}
 # Options of mount(8) and fuse(8) that gmemfs passes to the kernel unchanged.
 FUSE_OPTIONS = frozenset({"allow_other", "default_permissions", "rw", "nosuid", "nodev", "noexec", "noatime"})
 # Options mount(8) hands to every helper, meaningless here.
-IGNORED_OPTIONS = frozenset({"suid", "dev", "exec", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults"})
+IGNORED_OPTIONS = frozenset(
+    {"suid", "dev", "exec", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults"}
+)
 
 
 class OptionError(ValueError):

@@ -14,7 +14,7 @@ Range = tuple[int, int]  # [start, end)
 class RangeSet:
     """Disjoint half-open ranges; adjacent ranges merge."""
 
-    __slots__ = ("_starts", "_ends", "_total")
+    __slots__ = ("_ends", "_starts", "_total")
 
     def __init__(self, ranges: "list[Range] | None" = None) -> None:
         self._starts: list[int] = []

@@ -66,10 +66,14 @@ def test_flags_are_fixed_after_creation(unsized, page_size):
     assert errno_of(set_flags, unsized, 0) == "EINVAL"
 
 
-@pytest.mark.parametrize("flags", [0, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB])
+@pytest.mark.parametrize(
+    "flags", [0, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB]
+)
 def test_flags_choose_the_page_size_while_unsized(unsized, flags):
     set_flags(unsized, flags)
-    page = {0: 4096, KVM_GUEST_MEMFD_HUGE_2MB: 2 << 20, KVM_GUEST_MEMFD_HUGE_1GB: 1 << 30}[flags & ~KVM_GUEST_MEMFD_HUGETLB]
+    page = {0: 4096, KVM_GUEST_MEMFD_HUGE_2MB: 2 << 20, KVM_GUEST_MEMFD_HUGE_1GB: 1 << 30}[
+        flags & ~KVM_GUEST_MEMFD_HUGETLB
+    ]
     assert int(xattr(unsized, "page_size")) == page
     assert os.fstat(unsized).st_blksize == page
 
@@ -81,8 +85,14 @@ def test_hugetlb_without_a_size_field_means_the_default_huge_page_size(unsized):
 
 @pytest.mark.parametrize(
     "flags",
-    [1 << 0, 1 << 2, 1 << 63, KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB | 1 << 0,
-     KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_16GB],
+    [
+        1 << 0,
+        1 << 2,
+        1 << 63,
+        KVM_GUEST_MEMFD_HUGE_2MB,
+        KVM_GUEST_MEMFD_HUGETLB | 1 << 0,
+        KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_16GB,
+    ],
     ids=["bit0", "bit2", "bit63", "size_without_hugetlb", "hugetlb_plus_bit0", "size_the_machine_lacks"],
 )
 def test_bad_flags_are_einval_and_change_nothing(unsized, page_size, flags):

@@ -14,7 +14,11 @@ def test_defaults():
 
 @pytest.mark.parametrize(
     "value, flags",
-    [("2M", KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB), ("1G", KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB), ("4k", 0)],
+    [
+        ("2M", KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB),
+        ("1G", KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB),
+        ("4k", 0),
+    ],
 )
 def test_pagesize_sets_the_flags_of_new_files(value, flags):
     assert parse_mount_options([f"pagesize={value}"]).default_flags == flags
@@ -33,7 +37,9 @@ def test_bad_options_name_themselves(bad):
         parse_mount_options([bad])
 
 
-@pytest.mark.parametrize("text, size", [("4K", 4096), ("2M", 2 << 20), ("1g", 1 << 30), ("2MiB", 2 << 20), ("512", 512)])
+@pytest.mark.parametrize(
+    "text, size", [("4K", 4096), ("2M", 2 << 20), ("1g", 1 << 30), ("2MiB", 2 << 20), ("512", 512)]
+)
 def test_parse_size(text, size):
     assert parse_size(text) == size
 

@@ -1,4 +1,5 @@
 import pytest
+from support.syscalls import errno_name
 
 from gmemfs.rules import (
     FallocatePlan,
@@ -9,8 +10,6 @@ from gmemfs.rules import (
     parse_flags_value,
     plan_fallocate,
 )
-from support.syscalls import errno_name
-
 from gmemfs.uapi import (
     KVM_GUEST_MEMFD_HUGE_1GB,
     KVM_GUEST_MEMFD_HUGE_2MB,
@@ -71,7 +70,9 @@ def test_invalid_flags_are_einval(flags):
     assert refused(page_size, flags) == "EINVAL"
 
 
-@pytest.mark.parametrize("text, value", [(b"0", 0), (b"2", 2), (b"0x54000002", 0x54000002), (b" 0X2\n", 2), (b"7\x00", 7)])
+@pytest.mark.parametrize(
+    "text, value", [(b"0", 0), (b"2", 2), (b"0x54000002", 0x54000002), (b" 0X2\n", 2), (b"7\x00", 7)]
+)
 def test_flags_values_in_decimal_or_hex(text, value):
     assert parse_flags_value(text) == value
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Guest memory the way a VMM handles it, printing the hugetlb pool at each step.
+
+Usage: examples/guest_memory.py MOUNTPOINT   (a gmemfs mount; needs 8 free 2 MiB pages)
+"""
+
+import os
+import sys
+import time
+
+from gmemfs import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    KVM_GUEST_MEMFD_HUGE_2MB,
+    KVM_GUEST_MEMFD_HUGETLB,
+    create_guest_memfd,
+    fallocate,
+)
+from gmemfs.hugepages import pool_counters
+
+PAGE = 2 << 20
+
+
+def show(step: str) -> None:
+    pool = pool_counters(PAGE)
+    print(f"{step:<44} free={pool.free:<5} reserved={pool.reserved}")
+
+
+def main(mountpoint: str) -> None:
+    show("before")
+    fd = create_guest_memfd(mountpoint, 8 * PAGE, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB)
+    show("created 16 MiB: 8 pages reserved")
+    fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4 * PAGE)
+    show("allocated 4 pages: reserved -> in use")
+    fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 2 * PAGE)
+    show("punched 2 pages: back in the file's subpool")
+    os.close(fd)
+    time.sleep(0.05)  # the kernel's forget reaches the daemon just after the close
+    show("closed the last fd: evicted, all released")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])

@@ -1,0 +1,79 @@
+"""The gmemfs command: its errors are one clear line, its mounts come and go cleanly."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from support.mount import is_mounted, new_mountpoint, remove_mountpoint, wait_until
+
+GMEMFS = [sys.executable, "-m", "gmemfs"]
+
+
+def run(*args, **kwargs):
+    return subprocess.run([*GMEMFS, *args], capture_output=True, text=True, timeout=30, **kwargs)
+
+
+@pytest.fixture
+def mountpoint():
+    path = new_mountpoint()
+    yield path
+    if is_mounted(path):
+        subprocess.run(["fusermount3", "-u", str(path)])
+    remove_mountpoint(path)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmemfs: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_missing_mountpoint(tmp_path):
+    assert_one_line_error(run(str(tmp_path / "nowhere")), "does not exist")
+
+
+def test_already_mounted(start_gmemfs):
+    daemon = start_gmemfs()
+    assert_one_line_error(run(str(daemon.mountpoint)), "already mounted")
+
+
+@pytest.mark.parametrize("option", ["pagesize=3M", "abi=v9", "colour=blue"])
+def test_bad_option_mounts_nothing(mountpoint, option):
+    assert_one_line_error(run("-o", option, str(mountpoint)), option.split("=")[0])
+    assert not is_mounted(mountpoint)
+
+
+def test_no_dev_fuse(mountpoint):
+    script = f"mount -t tmpfs none /dev && exec {' '.join(GMEMFS)} {mountpoint}"
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert_one_line_error(result, "/dev/fuse")
+
+
+def test_page_size_without_a_pool(mountpoint):
+    # Hide the 1 GiB pool from gmemfs in a private mount namespace.
+    script = (
+        "mount -t tmpfs none /sys/kernel/mm/hugepages && mkdir /sys/kernel/mm/hugepages/hugepages-2048kB"
+        f" && exec {' '.join(GMEMFS)} -o pagesize=1G {mountpoint}"
+    )
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert_one_line_error(result, "no 1G huge pages")
+
+
+def test_daemonizes_once_mounted_and_exits_on_unmount(mountpoint, huge_pools):
+    result = run("-o", "pagesize=2M", str(mountpoint))
+    assert result.returncode == 0, result.stderr
+    assert is_mounted(mountpoint), "the command returns only once the mount exists"
+    fd = os.open(mountpoint / "f", os.O_CREAT | os.O_RDWR)
+    os.ftruncate(fd, 2 << 20)
+    os.close(fd)
+    subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
+    assert wait_until(lambda: subprocess.run(["pgrep", "-f", f"gmemfs .*{mountpoint}"]).returncode != 0, 10)
+
+
+def test_help_lists_the_mount_options():
+    result = run("--help")
+    assert result.returncode == 0
+    assert "pagesize=4K|2M|1G" in result.stdout

@@ -1,0 +1,104 @@
+"""Spec section 7: a gmem file's memory lives exactly as long as something can reach it."""
+
+import contextlib
+import errno
+import os
+import signal
+import subprocess
+
+import pytest
+from support.files import open_gmem
+from support.mount import is_mounted, wait_until
+from support.pools import PAGE_2M, wait_for_counters
+from support.syscalls import KEEP_SIZE, fallocate_result
+
+from gmemfs.hugepages import pool_counters
+
+N = 4
+
+
+@pytest.fixture
+def baseline(huge_pools):
+    return pool_counters(PAGE_2M)
+
+
+def assert_pool_back(baseline, timeout=5.0):
+    after = wait_for_counters(PAGE_2M, baseline.reserved, baseline.free, timeout)
+    assert (after.free, after.reserved) == (baseline.free, baseline.reserved)
+
+
+def fill(mountpoint, name, allocated_pages=1):
+    fd = open_gmem(mountpoint, name, size=N * PAGE_2M)
+    assert fallocate_result(fd, KEEP_SIZE, 0, allocated_pages * PAGE_2M) == "OK"
+    return fd
+
+
+def test_unmount_releases_every_file(start_gmemfs, baseline):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    for name in ("a", "b"):
+        os.close(fill(daemon.mountpoint, name))
+    assert pool_counters(PAGE_2M).reserved == baseline.reserved + 2 * N - 2
+    subprocess.run(["fusermount3", "-u", str(daemon.mountpoint)], check=True)
+    assert daemon.process.wait(timeout=10) == 0
+    assert_pool_back(baseline)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_unmounts_cleanly_and_releases(start_gmemfs, baseline, sig):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    os.close(fill(daemon.mountpoint, "a"))
+    daemon.process.send_signal(sig)
+    assert daemon.process.wait(timeout=10) == 0, daemon.output()
+    assert not is_mounted(daemon.mountpoint)
+    assert_pool_back(baseline)
+    assert "unmounted" in daemon.output()
+
+
+def test_sigkill_leaks_nothing(start_gmemfs, baseline):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    fd = fill(daemon.mountpoint, "a", allocated_pages=2)  # still open while the daemon dies
+    try:
+        daemon.kill()
+        assert_pool_back(baseline, timeout=1.0)
+        assert fallocate_result(fd, KEEP_SIZE, 0, PAGE_2M) == "ENOTCONN"
+    finally:
+        with contextlib.suppress(ConnectionAbortedError, OSError):
+            os.close(fd)  # closes the fd, though the flush reports ENOTCONN
+    with pytest.raises(OSError) as info:
+        os.stat(daemon.mountpoint)
+    assert info.value.errno == errno.ENOTCONN
+    subprocess.run(["fusermount3", "-u", str(daemon.mountpoint)], check=True)
+    assert not is_mounted(daemon.mountpoint)
+
+
+def test_eviction_waits_for_the_last_fd(start_gmemfs, baseline):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    fd = fill(daemon.mountpoint, "a")
+    second = os.open(daemon.mountpoint / "a", os.O_RDWR)
+    os.unlink(daemon.mountpoint / "a")
+    os.close(fd)
+    assert not wait_until(lambda: pool_counters(PAGE_2M).reserved == baseline.reserved, timeout=0.3)
+    os.close(second)
+    assert_pool_back(baseline)
+
+
+def test_renamed_and_hard_linked_file_keeps_its_memory(start_gmemfs, baseline):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    os.close(fill(daemon.mountpoint, "a"))
+    (daemon.mountpoint / "dir").mkdir()
+    os.rename(daemon.mountpoint / "a", daemon.mountpoint / "dir" / "b")
+    os.link(daemon.mountpoint / "dir" / "b", daemon.mountpoint / "c")
+    os.unlink(daemon.mountpoint / "dir" / "b")
+    assert not wait_until(lambda: pool_counters(PAGE_2M).reserved == baseline.reserved, timeout=0.3)
+    assert os.stat(daemon.mountpoint / "c").st_blocks == PAGE_2M // 512
+    os.unlink(daemon.mountpoint / "c")
+    assert_pool_back(baseline)
+
+
+def test_rename_over_a_file_evicts_the_replaced_one(start_gmemfs, baseline):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    os.close(fill(daemon.mountpoint, "a"))
+    os.close(fill(daemon.mountpoint, "b"))
+    os.rename(daemon.mountpoint / "a", daemon.mountpoint / "b")
+    after = wait_for_counters(PAGE_2M, baseline.reserved + N - 1, baseline.free - 1)
+    assert (after.free, after.reserved) == (baseline.free - 1, baseline.reserved + N - 1)
