@@ -71,17 +71,18 @@ def page_size(request) -> int:
 def gmem_dir(shared_mounts, page_size):
     """A fresh directory on a mount whose new files use `page_size` pages.
 
-    Afterwards every file is removed and the pool must be back where it was:
-    a test that leaks a reservation fails here.
+    Afterwards every file is removed and every pool must be back where it was
+    (a file may choose other pages than the mount's): a test that leaks a
+    reservation fails here.
     """
     daemon = shared_mounts(page_size)
-    before = pool_counters(page_size) if page_size != PAGE_4K else None
+    before = {size: pool_counters(size) for size in POOL_PAGES}
     directory = daemon.mountpoint / f"t-{uuid.uuid4().hex[:8]}"
     directory.mkdir()
     yield directory
     shutil.rmtree(directory)
-    if before is not None:
-        after = wait_for_counters(page_size, before.reserved, before.free)
-        assert (after.reserved, after.free) == (before.reserved, before.free), (
-            f"huge pages not given back: before {before}, after {after}"
+    for size, counters in before.items():
+        after = wait_for_counters(size, counters.reserved, counters.free)
+        assert (after.reserved, after.free) == (counters.reserved, counters.free), (
+            f"{PAGE_SIZES[size]} huge pages not given back: before {counters}, after {after}"
         )
