@@ -11,6 +11,7 @@ import sys
 import pyfuse3
 import trio
 
+from .commands import COMMANDS, run_command
 from .hugepages import HugePageSupport, pool_counters
 from .operations import GmemOperations
 from .options import MountOptions, OptionError, parse_mount_options
@@ -26,12 +27,17 @@ class UsageError(Exception):
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="gmemfs",
+        usage="%(prog)s [-o OPT[=VAL],...] [-f] [-d] [SOURCE] MOUNTPOINT\n"
+        "       %(prog)s pool [SIZE=PAGES ...] [--json]\n"
+        "       %(prog)s status [MOUNTPOINT] [--json]\n"
+        "       %(prog)s map FILE",
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
-        "allow_other, default_permissions (on; nodefault_permissions turns it off), debug.",
+        "allow_other, default_permissions (on; nodefault_permissions turns it off), debug. "
+        "SOURCE is ignored (mount(8) and fstab pass one).",
     )
-    parser.add_argument("mountpoint", help="an existing empty directory")
+    parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[=VAL],...")
     parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging (implies -f)")
@@ -73,17 +79,24 @@ def is_mounted(path: str) -> bool:
         return any(line.split()[1].replace("\\040", " ") == path for line in mounts)
 
 
+SYSLOG_ADDRESS = os.environ.get("GMEMFS_SYSLOG", "/dev/log")  # journald listens here too
+FALLBACK_LOG = "/var/log/gmemfs.log"
+
+
 def setup_logging(debug: bool, daemon: bool) -> None:
-    level = logging.DEBUG if debug else logging.INFO
-    if daemon and os.path.exists("/dev/log"):
-        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("gmemfs[%(process)d]: %(message)s"))
-    else:
-        handler = logging.StreamHandler()
+    """Foreground: stderr. Daemon: syslog/journald, or a file where neither runs."""
+    if not daemon:
+        handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("gmemfs: %(levelname)s: %(message)s"))
+    elif os.path.exists(SYSLOG_ADDRESS):
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_ADDRESS, facility="daemon")
+        handler.setFormatter(logging.Formatter(f"gmemfs[{os.getpid()}]: %(message)s"))
+    else:
+        handler = logging.handlers.WatchedFileHandler(FALLBACK_LOG)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s gmemfs[{os.getpid()}]: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def daemonize() -> None:
@@ -133,13 +146,19 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool) -> None:
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return run_command(argv[0], argv[1:])
+    args = parse_args(argv)
+    if len(args.paths) > 2:
+        print("gmemfs: expected [SOURCE] MOUNTPOINT", file=sys.stderr)
+        return 2
     foreground = args.foreground or args.debug
     setup_logging(args.debug, daemon=False)
     try:
         options = parse_mount_options(args.options)
         options.debug = options.debug or args.debug
-        mount(os.path.abspath(args.mountpoint), options, foreground)
+        mount(os.path.abspath(args.paths[-1]), options, foreground)
     except (OptionError, UsageError) as error:
         print(f"gmemfs: {error}", file=sys.stderr)
         return 1

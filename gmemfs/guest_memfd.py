@@ -6,7 +6,7 @@ and keeps the page bookkeeping (runs, never pages) in step with it.
 
 from .backing import Backing
 from .hugepages import HugePageSupport
-from .ranges import Range, RangeSet
+from .ranges import RangeSet, format_ranges
 from .rules import FallocatePlan, check_creation_size, check_flags_change, page_size_for_flags, plan_fallocate
 from .uapi import (
     BASE_PAGE_SIZE,
@@ -95,11 +95,6 @@ class GuestMemfd:
             XATTR_FLAGS: f"{self.flags:#x}".encode(),
             XATTR_PAGE_SIZE: str(self.page_size).encode(),
             XATTR_RESERVED: str(self.reserved_pages).encode(),
-            XATTR_ALLOCATED: format_ranges(self.allocated),
-            XATTR_SHARED: format_ranges(self.shared),
+            XATTR_ALLOCATED: format_ranges(self.allocated).encode(),
+            XATTR_SHARED: format_ranges(self.shared).encode(),
         }
-
-
-def format_ranges(ranges: "RangeSet | list[Range]") -> bytes:
-    """'0x0-0x200000,0x600000-0x800000': half-open byte ranges, empty when none."""
-    return ",".join(f"{start:#x}-{end:#x}" for start, end in ranges).encode()

@@ -3,6 +3,8 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from .units import format_size
+
 SYSFS_HUGEPAGES = Path("/sys/kernel/mm/hugepages")
 
 
@@ -58,6 +60,41 @@ def set_pool_pages(page_size: int, pages: int) -> int:
     """Ask the kernel for a pool of `pages` pages; return what it granted."""
     (pool_dir(page_size) / "nr_hugepages").write_text(f"{pages}\n")
     return pool_counters(page_size).total
+
+
+class PoolError(ValueError):
+    """A pool request gmemfs refuses; the message is for the user."""
+
+
+def memory_total() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/meminfo has no MemTotal")
+
+
+def resize_pool(page_size: int, pages: int) -> int:
+    """Set a pool's size, refusing the absurd and the harmful; return what the kernel granted.
+
+    Never shrinks below the pages in use plus those reserved: the kernel would
+    keep them as surplus pages, and files' reservations must stay whole.
+    """
+    label = format_size(page_size)
+    if page_size not in huge_page_sizes():
+        raise PoolError(f"this machine has no {label} huge pages")
+    if pages < 0:
+        raise PoolError(f"{label}={pages}: a pool cannot be negative")
+    if pages * page_size > memory_total():
+        raise PoolError(
+            f"{label}={pages} asks for {pages * page_size >> 20} MiB, more than this machine's "
+            f"{memory_total() >> 20} MiB of memory"
+        )
+    current = pool_counters(page_size)
+    busy = current.total - current.free + current.reserved
+    if pages < busy:
+        raise PoolError(f"{label}={pages}: {busy} pages are in use or reserved; the pool cannot shrink below that")
+    return set_pool_pages(page_size, pages)
 
 
 @dataclass(frozen=True)

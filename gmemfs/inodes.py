@@ -31,7 +31,7 @@ class Inode:
     mtime_ns: int = 0
     ctime_ns: int = 0
     entries: "dict[bytes, int] | None" = None  # directories only
-    parent: int = ROOT_INO  # directories only, for '..' link counts
+    parent: int = ROOT_INO  # the directory it was last linked into
     gmem: "GuestMemfd | None" = None  # regular files only
     busy: trio.Lock = field(default_factory=trio.Lock)  # serializes page changes
 
@@ -70,6 +70,16 @@ class InodeTable:
     def files(self) -> list[Inode]:
         return [inode for inode in self._inodes.values() if inode.gmem]
 
+    def path_of(self, inode: Inode) -> str:
+        """'/dir/vm0' from the root; '(unlinked) vm0' for a file only fds still reach."""
+        if inode.nlink == 0:
+            return f"(unlinked) {inode.name.decode(errors='replace')}"
+        parts = []
+        while inode.ino != ROOT_INO:
+            parts.append(inode.name.decode(errors="replace"))
+            inode = self._inodes.get(inode.parent) or self._inodes[ROOT_INO]
+        return "/" + "/".join(reversed(parts))
+
     def new(self, mode: int, uid: int, gid: int, name: bytes, gmem: "GuestMemfd | None" = None) -> Inode:
         inode = Inode(ino=next(self._next_ino), mode=mode, uid=uid, gid=gid, name=name, gmem=gmem)
         if inode.is_dir:
@@ -81,9 +91,9 @@ class InodeTable:
         directory.entries[name] = inode.ino
         inode.nlink += 1
         inode.name = name
+        inode.parent = directory.ino
         if inode.is_dir:
             inode.nlink += 1  # its own '.'
-            inode.parent = directory.ino
             directory.nlink += 1  # its '..'
         directory.touch()
         inode.touch(modified=False)

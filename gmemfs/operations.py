@@ -7,6 +7,7 @@ request does can stop the daemon.
 
 import errno
 import functools
+import json
 import logging
 import os
 import stat
@@ -17,10 +18,10 @@ from pyfuse3 import FUSEError
 
 from .guest_memfd import GuestMemfd
 from .hugepages import HugePageSupport, pool_counters
-from .inodes import Inode, InodeTable
+from .inodes import ROOT_INO, Inode, InodeTable
 from .options import MountOptions
 from .rules import GmemError, parse_flags_value
-from .uapi import BASE_PAGE_SIZE, XATTR_FLAGS, XATTR_NAMES
+from .uapi import BASE_PAGE_SIZE, XATTR_FLAGS, XATTR_NAMES, XATTR_UNLINKED
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class GmemOperations(pyfuse3.Operations):
         except KeyError:
             return f"{target} {value}"
         kind = "directory" if inode.is_dir else "file"
-        return f"{kind} {os.fsdecode(inode.name)} (inode {inode.ino})"
+        return f"{kind} {self.inodes.path_of(inode)} (inode {inode.ino})"
 
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -356,6 +357,8 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("ino")
     async def getxattr(self, ino, name, ctx):
+        if ino == ROOT_INO and name == XATTR_UNLINKED:
+            return self._unlinked_summary()
         gmem = self._inode(ino).gmem
         if gmem is None or name not in XATTR_NAMES:
             raise FUSEError(pyfuse3.ENOATTR)
@@ -363,7 +366,20 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("ino")
     async def listxattr(self, ino, ctx):
+        if ino == ROOT_INO:
+            return [XATTR_UNLINKED]
         return list(XATTR_NAMES) if self._inode(ino).gmem else []
+
+    def _unlinked_summary(self) -> bytes:
+        """Files only fds reach (create_guest_memfd's): no path shows them, so the root does."""
+        unlinked = [inode.gmem for inode in self.inodes.files() if inode.nlink == 0]
+        return json.dumps(
+            {
+                "files": len(unlinked),
+                "reserved_pages": sum(gmem.reserved_pages for gmem in unlinked),
+                "allocated_bytes": sum(gmem.allocated.total for gmem in unlinked),
+            }
+        ).encode()
 
     @_request("ino")
     async def removexattr(self, ino, name, ctx):

@@ -93,3 +93,17 @@ class RangeSet:
 
     def __repr__(self) -> str:
         return f"RangeSet({list(self)!r})"
+
+
+def format_ranges(ranges: "RangeSet | list[Range]") -> str:
+    """'0x0-0x200000,0x600000-0x800000': half-open byte ranges, empty when none."""
+    return ",".join(f"{start:#x}-{end:#x}" for start, end in ranges)
+
+
+def parse_ranges(text: str) -> RangeSet:
+    """The inverse of format_ranges."""
+    ranges = RangeSet()
+    for item in filter(None, text.split(",")):
+        start, _, end = item.partition("-")
+        ranges.add(int(start, 16), int(end, 16))
+    return ranges

@@ -45,6 +45,7 @@ XATTR_RESERVED = b"user.gmem.reserved"
 XATTR_ALLOCATED = b"user.gmem.allocated"
 XATTR_SHARED = b"user.gmem.shared"
 XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XATTR_SHARED)
+XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
 
 
 @dataclass(frozen=True)

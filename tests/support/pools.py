@@ -3,7 +3,7 @@
 import contextlib
 import time
 
-from gmemfs.hugepages import PoolCounters, pool_counters, set_pool_pages
+from gmemfs.hugepages import PoolCounters, pool_counters, resize_pool
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -16,14 +16,14 @@ def pool_of(page_size: int, pages: int):
     """Make the pool hold at least `pages` pages; restore its size on the way out."""
     original = pool_counters(page_size).total
     if original < pages:
-        granted = set_pool_pages(page_size, pages)
+        granted = resize_pool(page_size, pages)
         if granted < pages:
-            set_pool_pages(page_size, original)
+            resize_pool(page_size, original)
             raise RuntimeError(f"the kernel granted {granted} of {pages} pages of {page_size} bytes")
     try:
         yield
     finally:
-        set_pool_pages(page_size, original)
+        resize_pool(page_size, original)  # refuses, loudly, if a test leaked a reservation
 
 
 def wait_for_counters(page_size: int, expected_reserved: int, expected_free: int, timeout: float = 5.0) -> PoolCounters:

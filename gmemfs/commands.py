@@ -1,0 +1,103 @@
+"""gmemfs pool | status | map: see and size what gmemfs uses, from the shell."""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+from rich.console import Console
+
+from .hugepages import PoolError, resize_pool
+from .status import file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
+from .units import format_size, parse_size
+from .views import map_lines, pool_table, status_table
+
+
+class CommandError(Exception):
+    """Printed as one line; exit status 1."""
+
+
+def pool_command(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="gmemfs pool",
+        description="Show the huge page pools, or size them (SIZE=PAGES, e.g. 2M=512 1G=2).",
+    )
+    parser.add_argument("requests", nargs="*", metavar="SIZE=PAGES")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    granted = {}
+    for request in args.requests:
+        size_text, has_equals, pages_text = request.partition("=")
+        try:
+            page_size, pages = parse_size(size_text), int(pages_text)
+        except ValueError:
+            raise CommandError(f"pool: {request!r} is not SIZE=PAGES (example: 2M=512)") from None
+        if not has_equals:
+            raise CommandError(f"pool: {request!r} is not SIZE=PAGES (example: 2M=512)")
+        if os.geteuid() != 0:
+            raise CommandError("pool: only root can size huge page pools")
+        try:
+            granted[request] = (page_size, pages, resize_pool(page_size, pages))
+        except PoolError as error:
+            raise CommandError(f"pool: {error}") from None
+    counters = pools()
+    if args.json:
+        print(json.dumps({"pools": pools_to_dict(counters)}, indent=2))
+        return
+    for page_size, asked, got in granted.values():
+        note = "" if got == asked else f" (the kernel could not find more: asked for {asked})"
+        print(f"{format_size(page_size)} pool: {got} pages{note}")
+    Console().print(pool_table(counters))
+
+
+def status_command(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="gmemfs status", description="Show a mount's files and the pools.")
+    parser.add_argument("mountpoint", nargs="?", help="default: every gmemfs mount")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    mounted = gmemfs_mounts()
+    if args.mountpoint:
+        mountpoint = os.path.abspath(args.mountpoint)
+        if mountpoint not in mounted:
+            raise CommandError(f"status: {args.mountpoint} is not a gmemfs mount")
+        mounted = [mountpoint]
+    statuses = [mount_status(mountpoint) for mountpoint in mounted]
+    counters = pools()
+    if args.json:
+        print(json.dumps({"mounts": [s.to_dict() for s in statuses], "pools": pools_to_dict(counters)}, indent=2))
+        return
+    console = Console()
+    if not statuses:
+        console.print("no gmemfs mounts")
+    for status in statuses:
+        console.print(status_table(status))
+    console.print(pool_table(counters))
+
+
+def map_command(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="gmemfs map", description="Draw a gmem file's pages: allocated or hole, shared or private."
+    )
+    parser.add_argument("file")
+    args = parser.parse_args(argv)
+    try:
+        status = file_status(args.file, args.file)
+    except OSError as error:
+        raise CommandError(f"map: {args.file}: {error.strerror} (is it a file on a gmemfs mount?)") from None
+    console = Console()
+    width = max(10, min(60, shutil.get_terminal_size().columns - 50))
+    for line in map_lines(status, width):
+        console.print(line)
+
+
+COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command}
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    try:
+        COMMANDS[name](argv)
+    except CommandError as error:
+        print(f"gmemfs {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,43 @@
+"""A daemonized gmemfs logs to syslog/journald: one line per error a user caused."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from support.mount import is_mounted, new_mountpoint, remove_mountpoint
+from support.syscalls import errno_of
+
+
+@pytest.fixture
+def syslog(tmp_path):
+    """A datagram socket standing in for /dev/log."""
+    path = tmp_path / "log"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(path))
+    receiver.settimeout(5)
+    yield path, receiver
+    receiver.close()
+
+
+def test_user_errors_reach_syslog_with_path_and_rule(syslog, huge_pools):
+    address, receiver = syslog
+    mountpoint = new_mountpoint()
+    env = {**os.environ, "GMEMFS_SYSLOG": str(address)}
+    subprocess.run([sys.executable, "-m", "gmemfs", "-o", "pagesize=2M", str(mountpoint)], env=env, check=True)
+    try:
+        (mountpoint / "dir").mkdir()
+        fd = os.open(mountpoint / "dir" / "vm0", os.O_CREAT | os.O_RDWR)
+        assert errno_of(os.ftruncate, fd, 4096) == "EINVAL"
+        os.close(fd)
+        messages = []
+        while not any("EINVAL" in message for message in messages):
+            messages.append(receiver.recv(4096).decode())
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mountpoint)])
+    assert any(m.startswith("<30>gmemfs[") and "mounted" in m for m in messages), messages  # daemon.info
+    (error,) = [m for m in messages if "EINVAL" in m]
+    assert "file /dir/vm0 (inode 3): setattr: size 0x1000 is not a positive multiple of the page size 0x200000" in error
+    assert not is_mounted(mountpoint)
+    remove_mountpoint(mountpoint)

@@ -1,0 +1,113 @@
+"""gmemfs status and map: what a mount holds, for people and for scripts."""
+
+import json
+import os
+import subprocess
+import sys
+
+from support.files import open_gmem
+from support.pools import PAGE_2M
+from support.syscalls import KEEP_SIZE, fallocate_result
+
+from gmemfs import create_guest_memfd
+
+
+def gmemfs(*args):
+    return subprocess.run([sys.executable, "-m", "gmemfs", *args], capture_output=True, text=True, timeout=30)
+
+
+def test_status_json_describes_the_files_created(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    mnt = daemon.mountpoint
+    fd = open_gmem(mnt, "vm0", size=8 * PAGE_2M)
+    assert fallocate_result(fd, KEEP_SIZE, PAGE_2M, 2 * PAGE_2M) == "OK"
+    os.close(fd)
+    (mnt / "d").mkdir()
+    os.close(open_gmem(mnt / "d", "small", flags=0, size=3 * 4096))
+    anonymous = create_guest_memfd(mnt, 2 * PAGE_2M, 0x54000002)
+    try:
+        result = gmemfs("status", "--json", str(mnt))
+        assert result.returncode == 0, result.stderr
+        (mount,) = json.loads(result.stdout)["mounts"]
+        assert mount["mountpoint"] == str(mnt)
+        files = {file["path"]: file for file in mount["files"]}
+        assert set(files) == {"/vm0", "/d/small"}
+        assert files["/vm0"] | {"flags": 0} == {
+            "path": "/vm0",
+            "size": 8 * PAGE_2M,
+            "page_size": PAGE_2M,
+            "flags": 0,
+            "reserved_pages": 8,
+            "allocated_bytes": 2 * PAGE_2M,
+            "shared_bytes": 0,
+            "allocated": [[PAGE_2M, 3 * PAGE_2M]],
+            "shared": [],
+        }
+        assert (files["/d/small"]["size"], files["/d/small"]["page_size"], files["/d/small"]["reserved_pages"]) == (
+            3 * 4096,
+            4096,
+            0,
+        )
+        assert mount["unlinked"] == {"files": 1, "reserved_pages": 2, "allocated_bytes": 0}
+    finally:
+        os.close(anonymous)
+
+
+def test_status_table_names_files_and_pools(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    os.close(open_gmem(daemon.mountpoint, "vm0", size=2 * PAGE_2M))
+    result = gmemfs("status", str(daemon.mountpoint))
+    assert result.returncode == 0
+    assert "/vm0" in result.stdout and "2 pages" in result.stdout and "huge page pools" in result.stdout
+
+
+def test_status_of_a_path_that_is_not_gmemfs(tmp_path):
+    result = gmemfs("status", str(tmp_path))
+    assert result.returncode == 1 and "is not a gmemfs mount" in result.stderr
+
+
+def test_map_draws_one_line_per_run(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    fd = open_gmem(daemon.mountpoint, "vm0", size=8 * PAGE_2M)
+    for start, pages in ((PAGE_2M, 2), (5 * PAGE_2M, 1)):
+        assert fallocate_result(fd, KEEP_SIZE, start, pages * PAGE_2M) == "OK"
+    os.close(fd)
+    result = gmemfs("map", str(daemon.mountpoint / "vm0"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("vm0: 16M, 2M pages, 8 reserved, 6M allocated")
+    runs = [line.split()[:4] for line in lines[1:]]
+    assert runs == [
+        ["0x0000000-0x0200000", "2M", "hole", "private"],
+        ["0x0200000-0x0600000", "4M", "allocated", "private"],
+        ["0x0600000-0x0a00000", "4M", "hole", "private"],
+        ["0x0a00000-0x0c00000", "2M", "allocated", "private"],
+        ["0x0c00000-0x1000000", "4M", "hole", "private"],
+    ]
+    assert "█" in lines[2] and "░" in lines[1]
+
+
+def test_map_of_a_file_elsewhere_is_one_clear_line(tmp_path):
+    (tmp_path / "plain").write_text("x")
+    result = gmemfs("map", str(tmp_path / "plain"))
+    assert result.returncode == 1 and "is it a file on a gmemfs mount?" in result.stderr
+
+
+def test_statfs_reports_the_pool_in_the_mount_page_size(start_gmemfs):
+    from gmemfs.hugepages import pool_counters
+
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    fd = open_gmem(daemon.mountpoint, size=4 * PAGE_2M)
+    try:
+        pool = pool_counters(PAGE_2M)
+        st = os.statvfs(daemon.mountpoint)
+        assert (st.f_bsize, st.f_blocks, st.f_bfree, st.f_bavail) == (
+            PAGE_2M,
+            pool.total,
+            pool.free,
+            pool.free - pool.reserved,
+        )
+        df = subprocess.run(["df", "-B2M", str(daemon.mountpoint)], capture_output=True, text=True).stdout
+        assert df.splitlines()[1].split()[1:4] == [str(pool.total), str(pool.total - pool.free), str(st.f_bavail)]
+    finally:
+        os.close(fd)
