@@ -1,8 +1,15 @@
 """gmemfs: KVM guest_memfd files, with the hugetlb series' semantics, on a FUSE mount."""
 
 from .backing import fallocate
-from .client import create_guest_memfd
+from .client import ConversionError, convert_private, convert_shared, create_guest_memfd
 from .uapi import (
+    GUEST_MEMFD_FLAG_HUGETLB_V2,
+    GUEST_MEMFD_FLAG_INIT_PRIVATE,
+    GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP,
+    GUEST_MEMFD_FLAG_SUPPORT_SHARED,
+    KVM_GMEM_CONVERT_PRIVATE,
+    KVM_GMEM_CONVERT_SHARED,
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     KVM_GUEST_MEMFD_HUGE_1GB,
@@ -23,8 +30,18 @@ from .uapi import (
 )
 
 __all__ = [
+    "ConversionError",
+    "convert_private",
+    "convert_shared",
     "create_guest_memfd",
     "fallocate",
+    "GUEST_MEMFD_FLAG_HUGETLB_V2",
+    "GUEST_MEMFD_FLAG_INIT_PRIVATE",
+    "GUEST_MEMFD_FLAG_INIT_SHARED",
+    "GUEST_MEMFD_FLAG_MMAP",
+    "GUEST_MEMFD_FLAG_SUPPORT_SHARED",
+    "KVM_GMEM_CONVERT_PRIVATE",
+    "KVM_GMEM_CONVERT_SHARED",
     "FALLOC_FL_KEEP_SIZE",
     "FALLOC_FL_PUNCH_HOLE",
     "KVM_GUEST_MEMFD_HUGE_1GB",

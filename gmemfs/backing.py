@@ -8,6 +8,7 @@ is the only reference, so closing it, or the daemon dying, releases it all.
 
 import ctypes
 import errno
+import mmap
 import os
 
 from .rules import GmemError
@@ -25,6 +26,7 @@ FSOPEN_CLOEXEC = 0x1
 FSMOUNT_CLOEXEC = 0x1
 FSCONFIG_SET_STRING = 1
 FSCONFIG_CMD_CREATE = 6
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Python < 3.12 lacks the name
 
 
 def _check(result: int, what: str) -> int:
@@ -56,10 +58,12 @@ def _hugetlbfs_superblock(page_size: int, size: int) -> int:
 class Backing:
     """The kernel file that holds a gmem file's pages."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("fd", "size", "_mapping")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
+        self.size = size
+        self._mapping: mmap.mmap | None = None
 
     @classmethod
     def reserve_subpool(cls, page_size: int, size: int) -> "Backing":
@@ -81,7 +85,7 @@ class Backing:
         except OSError:
             os.close(fd)
             raise
-        return cls(fd)
+        return cls(fd, size)
 
     @classmethod
     def shared_memory(cls, size: int) -> "Backing":
@@ -91,7 +95,7 @@ class Backing:
         except OSError:
             os.close(fd)
             raise
-        return cls(fd)
+        return cls(fd, size)
 
     def allocate(self, start: int, end: int) -> None:
         fallocate(self.fd, FALLOC_FL_KEEP_SIZE, start, end - start)
@@ -99,11 +103,34 @@ class Backing:
     def punch(self, start: int, end: int) -> None:
         fallocate(self.fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start, end - start)
 
+    def read(self, start: int, length: int) -> bytes:
+        """Page contents; holes read as zeros and stay holes."""
+        return os.pread(self.fd, length, start)
+
+    def write(self, start: int, data: bytes) -> None:
+        """Store data in allocated pages (hugetlbfs has no write(2), so through a mapping)."""
+        self._mapped()[start : start + len(data)] = data
+
+    def zero(self, start: int, end: int, page_size: int) -> None:
+        """Zero allocated pages and keep them allocated: the kernel zeroes on punch and reallocation
+        (hugetlbfs zeroes the part of a huge page that a punch only partly covers)."""
+        self.punch(start, end)
+        self.allocate(start - start % page_size, -(-end // page_size) * page_size)
+
+    def _mapped(self) -> mmap.mmap:
+        if self._mapping is None:
+            # MAP_NORESERVE: hugetlb reservations stay exactly what the subpool holds.
+            self._mapping = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | MAP_NORESERVE)
+        return self._mapping
+
     def allocated_bytes(self) -> int:
         """What the kernel says is allocated (st_blocks), for recovering from a partial allocation."""
         return os.fstat(self.fd).st_blocks * 512
 
     def close(self) -> None:
+        if self._mapping is not None:
+            self._mapping.close()
+            self._mapping = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

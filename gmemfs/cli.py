@@ -129,7 +129,7 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
 def mount(mountpoint: str, options: MountOptions, foreground: bool) -> None:
     support = HugePageSupport.probe()
     check_machine(mountpoint, options, support)
-    operations = GmemOperations(options, support)
+    operations = GmemOperations(options, mountpoint, support)
     if not hasattr(pyfuse3.Operations, "fallocate"):
         raise UsageError("this pyfuse3 lacks the fallocate handler: install the patched build (./bootstrap)")
     pyfuse3.init(operations, mountpoint, options.fuse_options())

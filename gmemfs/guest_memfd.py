@@ -7,7 +7,14 @@ and keeps the page bookkeeping (runs, never pages) in step with it.
 from .backing import Backing
 from .hugepages import HugePageSupport
 from .ranges import RangeSet, format_ranges
-from .rules import FallocatePlan, check_creation_size, check_flags_change, page_size_for_flags, plan_fallocate
+from .rules import (
+    FallocatePlan,
+    check_creation_size,
+    check_flags_change,
+    check_host_access,
+    page_size_for_flags,
+    plan_fallocate,
+)
 from .uapi import (
     BASE_PAGE_SIZE,
     XATTR_ALLOCATED,
@@ -54,7 +61,7 @@ class GuestMemfd:
         else:
             self.backing = Backing.shared_memory(size)
         self.size = size
-        if self.profile.starts_shared:
+        if self.profile.starts_shared(self.flags):
             self.shared.add(0, size)
 
     def plan_fallocate(self, mode: int, offset: int, length: int) -> FallocatePlan:
@@ -80,6 +87,35 @@ class GuestMemfd:
         for run_start, run_end in list(self.allocated.overlapping(start, end)):
             self.backing.punch(run_start, run_end)
         self.allocated.remove(start, end)
+
+    def read_shared(self, offset: int, length: int) -> bytes:
+        """What the host sees of shared pages (mmap faults); private pages are EINVAL (SIGBUS)."""
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        check_host_access(self.shared, offset, end, "read")
+        return self.backing.read(offset, end - offset)
+
+    def write_shared(self, offset: int, data: bytes) -> int:
+        """Take the host's writes to shared pages (mmap writeback); the pages are allocated as needed."""
+        end = min(offset + len(data), self.size)
+        if offset >= end:
+            return len(data)
+        check_host_access(self.shared, offset, end, "write back")
+        self.allocate(offset - offset % self.page_size, -(-end // self.page_size) * self.page_size)
+        self.backing.write(offset, data[: end - offset])
+        return len(data)
+
+    def convert_to_shared(self, start: int, end: int) -> None:
+        """Private pages that become shared read as zeros; shared ones keep their contents."""
+        for private_start, private_end in list(self.shared.gaps(start, end)):
+            for run_start, run_end in list(self.allocated.overlapping(private_start, private_end)):
+                self.backing.zero(run_start, run_end, self.page_size)
+        self.shared.add(start, end)
+
+    def convert_to_private(self, start: int, end: int) -> None:
+        """Contents stay in place for the guest; the host can no longer reach them."""
+        self.shared.remove(start, end)
 
     def evict(self) -> None:
         """Release every page and the whole reservation at once (evict_inode)."""

@@ -11,17 +11,28 @@ import json
 import logging
 import os
 import stat
+import struct
 
 import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
 from .guest_memfd import GuestMemfd
+from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
 from .inodes import ROOT_INO, Inode, InodeTable
 from .options import MountOptions
-from .rules import GmemError, parse_flags_value
-from .uapi import BASE_PAGE_SIZE, XATTR_FLAGS, XATTR_NAMES, XATTR_UNLINKED
+from .rules import GmemError, check_conversions, parse_flags_value, plan_conversion
+from .uapi import (
+    BASE_PAGE_SIZE,
+    CONVERSION_GRANULE,
+    KVM_GMEM_CONVERT_PRIVATE,
+    KVM_GMEM_CONVERT_SHARED,
+    KVM_GMEM_CONVERT_STRUCT,
+    XATTR_FLAGS,
+    XATTR_NAMES,
+    XATTR_UNLINKED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +40,12 @@ CACHE_TIMEOUT = 1.0  # seconds the kernel may cache names and attributes
 THREADED_ALLOCATION = 64 << 20  # larger allocations run off the event loop
 
 
-def _request(target: str):
-    """Wrap a handler: errors become FUSEError; `target` names the argument that identifies the file."""
+def _request(target: str, quiet: bool = False):
+    """Wrap a handler: errors become FUSEError; `target` names the argument that identifies the file.
+
+    quiet handlers log rule violations at debug level only: the kernel makes
+    those requests itself (readahead next to a private page), not the user.
+    """
 
     def decorate(handler):
         @functools.wraps(handler)
@@ -40,7 +55,8 @@ def _request(target: str):
             except FUSEError:
                 raise
             except GmemError as error:
-                log.info(
+                log.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "%s: %s: %s (%s)",
                     self._describe(target, args[0]),
                     handler.__name__,
@@ -66,11 +82,13 @@ class GmemOperations(pyfuse3.Operations):
 
     enable_writeback_cache = False
 
-    def __init__(self, options: MountOptions, support: "HugePageSupport | None" = None) -> None:
+    def __init__(self, options: MountOptions, mountpoint: str, support: "HugePageSupport | None" = None) -> None:
         super().__init__()
         self.options = options
+        self.mountpoint = mountpoint
         self.support = support or HugePageSupport.probe()
         self.inodes = InodeTable(0o755, os.getuid(), os.getgid())
+        self._device: str | None = None  # the mount's st_dev as /proc/PID/maps shows it
 
     # ---- helpers -------------------------------------------------------------
 
@@ -124,10 +142,16 @@ class GmemOperations(pyfuse3.Operations):
         entry.entry_timeout = CACHE_TIMEOUT
         return entry
 
-    def _file_info(self, fh: int) -> pyfuse3.FileInfo:
-        # Not seekable, as the kernel's guest_memfd: pread/pwrite/lseek give ESPIPE.
-        # direct_io sends read(2)/write(2) to us, where they fail as in the kernel.
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+    def _file_info(self, fh: int, gmem: GuestMemfd) -> pyfuse3.FileInfo:
+        """How the kernel treats an open file, decided by the flags it has when opened.
+
+        Not seekable, as the kernel's guest_memfd: pread/pwrite/lseek give ESPIPE.
+        Files that may be mmapped go through the page cache (faults become READ,
+        writeback becomes writepage); the others use direct I/O, for which the
+        kernel refuses shared mmap with ENODEV, as guest_memfd without MMAP does.
+        """
+        direct_io = not gmem.profile.mmap_allowed(gmem.flags)
+        return pyfuse3.FileInfo(fh=fh, direct_io=direct_io, keep_cache=True, nonseekable=True)
 
     def _new_name(self, parent: int, name: bytes) -> Inode:
         directory = self._directory(parent)
@@ -207,7 +231,7 @@ class GmemOperations(pyfuse3.Operations):
         inode = self.inodes.new(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.remember(inode)
-        return self._file_info(self.inodes.open(inode)), self._entry(inode)
+        return self._file_info(self.inodes.open(inode), gmem), self._entry(inode)
 
     @_request("ino")
     async def link(self, inode, new_parent_inode, new_name, ctx):
@@ -307,15 +331,30 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("ino")
     async def open(self, inode, flags, ctx):
-        return self._file_info(self.inodes.open(self._inode(inode)))
+        target = self._inode(inode)
+        if target.gmem is None:
+            raise FUSEError(errno.EISDIR)
+        return self._file_info(self.inodes.open(target), target.gmem)
 
-    @_request("fh")
+    @_request("fh", quiet=True)
     async def read(self, fh, off, size):
-        raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")
+        """Page faults (and, the one allowed difference, read(2)) of shared pages."""
+        inode = self._handle(fh)
+        data = inode.gmem.read_shared(off, size)
+        inode.host_mapped = True
+        return data
 
     @_request("fh")
     async def write(self, fh, off, buf):
         raise GmemError(errno.EINVAL, "write(2) to a guest_memfd")
+
+    @_request("fh")
+    async def writepage(self, fh, off, buf):
+        """Writeback of the host's writes through a shared mapping."""
+        inode = self._handle(fh)
+        written = inode.gmem.write_shared(off, buf)
+        inode.host_mapped = True
+        return written
 
     async def flush(self, fh):
         pass
@@ -342,7 +381,51 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
-        raise FUSEError(errno.ENOTTY)
+        if cmd not in (KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_PRIVATE):
+            raise FUSEError(errno.ENOTTY)
+        inode = self._handle(fh)
+        gmem = inode.gmem
+        check_conversions(gmem.profile, gmem.flags)
+        offset, size, error_offset, *reserved = struct.unpack(KVM_GMEM_CONVERT_STRUCT, in_buf)
+        plan = plan_conversion(offset, size, error_offset, gmem.size)
+        if plan is not None:
+            async with inode.busy:
+                if cmd == KVM_GMEM_CONVERT_SHARED:
+                    gmem.convert_to_shared(*plan)
+                else:
+                    busy = self._first_locked_page(inode, *plan)
+                    if busy is not None:
+                        log.info(
+                            "%s: conversion to private: page %#x is locked by a host process (EAGAIN)",
+                            self._describe("fh", fh),
+                            busy,
+                        )
+                        return -errno.EAGAIN, struct.pack(KVM_GMEM_CONVERT_STRUCT, offset, size, busy, *reserved)
+                    await self._drop_host_copies(inode)
+                    gmem.convert_to_private(*plan)
+        return 0, in_buf
+
+    def _first_locked_page(self, inode: Inode, start: int, end: int) -> "int | None":
+        """The first page of [start, end) a host process keeps mlock()ed: 'still in use' (EAGAIN)."""
+        if not inode.host_mapped:
+            return None  # never faulted in, so nobody can hold it
+        if self._device is None:
+            self._device = fuse_device(self.mountpoint)
+        busy = [
+            max(start, locked_start)
+            for locked_start, locked_end in locked_ranges(self._device, inode.ino)
+            if locked_start < end and locked_end > start
+        ]
+        return min(busy) - min(busy) % CONVERSION_GRANULE if busy else None
+
+    async def _drop_host_copies(self, inode: Inode) -> None:
+        """Unmap and drop what the kernel caches of the file, writing back dirty shared pages first.
+
+        In a thread: the writeback comes back to this daemon as requests while
+        the notification is in flight.
+        """
+        if inode.host_mapped:
+            await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode.ino)
 
     # ---- inspection attributes ----------------------------------------------------------
 

@@ -75,6 +75,8 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
             else:
                 raise OptionError(f"unknown mount option {item!r}")
     options.extra_fuse_options = tuple(extra)
+    if options.page_size != BASE_PAGE_SIZE and not options.abi.hugetlb:
+        raise OptionError(f"pagesize={format_size(options.page_size)}: the {options.abi.name} ABI has no hugetlb pages")
     return options
 
 

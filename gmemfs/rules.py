@@ -9,8 +9,10 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from .ranges import Range, RangeSet
 from .uapi import (
     BASE_PAGE_SIZE,
+    CONVERSION_GRANULE,
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     KVM_GUEST_MEMFD_HUGE_MASK,
@@ -36,10 +38,15 @@ def page_size_for_flags(
     """The page size that creation flags select, or EINVAL for flags the kernel refuses."""
     if not 0 <= flags <= U64_MAX:
         raise GmemError(errno.EINVAL, f"flags {flags} do not fit in 64 bits")
-    hugetlb = flags & profile.hugetlb if profile.hugetlb else 0
-    valid = profile.other_flags | (profile.hugetlb | HUGE_SIZE_FIELD if hugetlb else 0)
+    hugetlb = flags & profile.hugetlb
+    valid = profile.plain_bits | (profile.hugetlb | HUGE_SIZE_FIELD if hugetlb else 0)
     if flags & ~valid:
-        raise GmemError(errno.EINVAL, f"flags {flags:#x}: bits {flags & ~valid:#x} are not valid here")
+        raise GmemError(
+            errno.EINVAL, f"flags {flags:#x}: bits {flags & ~valid:#x} are not valid in the {profile.name} ABI"
+        )
+    for bit, needed in profile.requires:
+        if flags & bit and not flags & needed:
+            raise GmemError(errno.EINVAL, f"flags {flags:#x}: bit {bit:#x} needs bit {needed:#x} ({profile.name} ABI)")
     if not hugetlb:
         return BASE_PAGE_SIZE
     log2 = (flags >> KVM_GUEST_MEMFD_HUGE_SHIFT) & KVM_GUEST_MEMFD_HUGE_MASK
@@ -101,3 +108,31 @@ def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: in
     if end > size:
         raise GmemError(errno.EINVAL, f"allocating {offset:#x}+{length:#x} passes the size {size:#x}")
     return FallocatePlan(punch=False, start=offset, end=end)
+
+
+def plan_conversion(offset: int, size: int, error_offset: int, file_size: int) -> "Range | None":
+    """Check a KVM_GMEM_CONVERT_* request in the kernel's order; None when there is nothing to do."""
+    if error_offset:
+        raise GmemError(errno.EINVAL, f"conversion: error_offset must be 0 on input, not {error_offset:#x}")
+    if not size:
+        return None
+    end = offset + size
+    if end > U64_MAX or end > file_size:
+        raise GmemError(errno.EINVAL, f"conversion of {offset:#x}+{size:#x} passes the size {file_size:#x}")
+    if offset % CONVERSION_GRANULE or size % CONVERSION_GRANULE:
+        raise GmemError(errno.EINVAL, f"conversion range {offset:#x}+{size:#x} is not aligned to 4 KiB")
+    return offset, end
+
+
+def check_conversions(profile: AbiProfile, flags: int) -> None:
+    """Conversions exist in ABIs that have them, for files that may hold shared pages."""
+    if not profile.conversions:
+        raise GmemError(errno.ENOTTY, f"the {profile.name} ABI has no conversion ioctls")
+    if not profile.mmap_allowed(flags):
+        raise GmemError(errno.EINVAL, f"flags {flags:#x}: this file cannot have shared pages")
+
+
+def check_host_access(shared: "RangeSet", start: int, end: int, what: str) -> None:
+    """The host reaches shared pages only; a private one is EINVAL (a fault on it is SIGBUS)."""
+    for private_start, _ in shared.gaps(start, end):
+        raise GmemError(errno.EINVAL, f"{what} of private page {private_start:#x}")

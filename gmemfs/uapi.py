@@ -48,19 +48,62 @@ XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XA
 XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
 
 
+# Later ABIs' bits, selectable as profiles (-o abi=...).
+GUEST_MEMFD_FLAG_SUPPORT_SHARED = 1 << 0  # RFC v2
+GUEST_MEMFD_FLAG_INIT_PRIVATE = 1 << 1  # RFC v2
+GUEST_MEMFD_FLAG_HUGETLB_V2 = 1 << 2  # RFC v2
+GUEST_MEMFD_FLAG_MMAP = 1 << 0  # mainline
+GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1  # mainline
+
+# RFC v2 conversion ioctls: _IOWR(0xAF, 0x41/0x42, struct kvm_gmem_convert).
+KVM_GMEM_CONVERT_STRUCT = "=QQQ5Q"  # offset, size, error_offset, reserved[5]: 64 bytes
+KVM_GMEM_CONVERT_SIZE = 64
+KVM_GMEM_CONVERT_SHARED = (3 << 30) | (KVM_GMEM_CONVERT_SIZE << 16) | (0xAF << 8) | 0x41
+KVM_GMEM_CONVERT_PRIVATE = (3 << 30) | (KVM_GMEM_CONVERT_SIZE << 16) | (0xAF << 8) | 0x42
+CONVERSION_GRANULE = 4096  # conversions work on 4 KiB pages, even inside a huge page
+
+
 @dataclass(frozen=True)
 class AbiProfile:
-    """One generation of the guest_memfd flag ABI: which bits mean what."""
+    """One generation of the guest_memfd flag ABI: which bits mean what. Rules are data here."""
 
     name: str
-    hugetlb: int  # the HUGETLB bit, 0 where the ABI has no hugetlb support
-    other_flags: int  # flag bits valid with or without HUGETLB
-    starts_shared: bool  # whether a new file's pages start shared
+    hugetlb: int = 0  # the HUGETLB bit; 0 where the ABI has no hugetlb support
+    mmap: int = 0  # the bit that allows mmap; 0 where mmap is always allowed
+    init_shared: int = 0  # the bit that makes pages start shared
+    init_private: int = 0  # the bit that makes pages start private (others start shared)
+    requires: tuple[tuple[int, int], ...] = ()  # (bit, bit it needs): EINVAL without it
+    conversions: bool = True  # whether the KVM_GMEM_CONVERT_* ioctls exist
+
+    @property
+    def plain_bits(self) -> int:
+        """Flag bits valid with or without HUGETLB."""
+        return self.mmap | self.init_shared | self.init_private
+
+    def mmap_allowed(self, flags: int) -> bool:
+        return not self.mmap or bool(flags & self.mmap)
+
+    def starts_shared(self, flags: int) -> bool:
+        if self.init_shared:
+            return bool(flags & self.init_shared)
+        if self.init_private:
+            return self.mmap_allowed(flags) and not flags & self.init_private
+        return False
 
 
-RFC_V1 = AbiProfile(name="rfc-v1", hugetlb=KVM_GUEST_MEMFD_HUGETLB, other_flags=0, starts_shared=False)
+RFC_V1 = AbiProfile(name="rfc-v1", hugetlb=KVM_GUEST_MEMFD_HUGETLB)
+RFC_V2 = AbiProfile(
+    name="rfc-v2",
+    hugetlb=GUEST_MEMFD_FLAG_HUGETLB_V2,
+    mmap=GUEST_MEMFD_FLAG_SUPPORT_SHARED,
+    init_private=GUEST_MEMFD_FLAG_INIT_PRIVATE,
+    requires=((GUEST_MEMFD_FLAG_INIT_PRIVATE, GUEST_MEMFD_FLAG_SUPPORT_SHARED),),
+)
+UPSTREAM = AbiProfile(
+    name="upstream", mmap=GUEST_MEMFD_FLAG_MMAP, init_shared=GUEST_MEMFD_FLAG_INIT_SHARED, conversions=False
+)
 
-ABI_PROFILES = {profile.name: profile for profile in (RFC_V1,)}
+ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, UPSTREAM)}
 DEFAULT_ABI = RFC_V1
 
 
@@ -68,4 +111,6 @@ def flags_for_page_size(page_size: int, profile: AbiProfile = DEFAULT_ABI) -> in
     """The creation flags that ask for pages of page_size bytes."""
     if page_size == BASE_PAGE_SIZE:
         return 0
+    if not profile.hugetlb:
+        raise ValueError(f"the {profile.name} ABI has no hugetlb pages")
     return profile.hugetlb | huge_flag(page_size.bit_length() - 1)
