@@ -3,6 +3,8 @@
 from .backing import fallocate
 from .client import ConversionError, convert_private, convert_shared, create_guest_memfd
 from .uapi import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
     GUEST_MEMFD_FLAG_HUGETLB_V2,
     GUEST_MEMFD_FLAG_INIT_PRIVATE,
     GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -10,8 +12,6 @@ from .uapi import (
     GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     KVM_GMEM_CONVERT_PRIVATE,
     KVM_GMEM_CONVERT_SHARED,
-    FALLOC_FL_KEEP_SIZE,
-    FALLOC_FL_PUNCH_HOLE,
     KVM_GUEST_MEMFD_HUGE_1GB,
     KVM_GUEST_MEMFD_HUGE_1MB,
     KVM_GUEST_MEMFD_HUGE_2GB,

@@ -30,7 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         usage="%(prog)s [-o OPT[=VAL],...] [-f] [-d] [SOURCE] MOUNTPOINT\n"
         "       %(prog)s pool [SIZE=PAGES ...] [--json]\n"
         "       %(prog)s status [MOUNTPOINT] [--json]\n"
-        "       %(prog)s map FILE",
+        "       %(prog)s map FILE\n"
+        "       %(prog)s convert FILE shared|private [-o OFFSET] [-l LENGTH]",
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "

@@ -8,6 +8,7 @@ import sys
 
 from rich.console import Console
 
+from .client import ConversionError, convert_private, convert_shared
 from .hugepages import PoolError, resize_pool
 from .status import file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
 from .units import format_size, parse_size
@@ -91,7 +92,38 @@ def map_command(argv: list[str]) -> None:
         console.print(line)
 
 
-COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command}
+def convert_command(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="gmemfs convert",
+        description="Convert a gmem file's pages to shared or private (KVM_GMEM_CONVERT_* ioctls).",
+    )
+    parser.add_argument("file")
+    parser.add_argument("to", choices=("shared", "private"))
+    parser.add_argument("-o", "--offset", default="0", help="start (bytes, or 4K, 2M...); default 0")
+    parser.add_argument("-l", "--length", help="bytes (or 4K, 2M...); default: to the end of the file")
+    args = parser.parse_args(argv)
+    try:
+        offset = parse_size(args.offset)
+        length = parse_size(args.length) if args.length else None
+    except ValueError as error:
+        raise CommandError(f"convert: {error}") from None
+    try:
+        fd = os.open(args.file, os.O_RDWR)
+    except OSError as error:
+        raise CommandError(f"convert: {args.file}: {error.strerror}") from None
+    try:
+        if length is None:
+            length = max(os.fstat(fd).st_size - offset, 0)
+        (convert_shared if args.to == "shared" else convert_private)(fd, offset, length)
+    except ConversionError as error:
+        raise CommandError(f"convert: {args.file}: page {error.error_offset:#x} is still in use by the host") from None
+    except OSError as error:
+        raise CommandError(f"convert: {args.file}: {error.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command, "convert": convert_command}
 
 
 def run_command(name: str, argv: list[str]) -> int:

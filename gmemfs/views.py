@@ -77,6 +77,6 @@ def _map_line(segment: Segment, size: int, digits: int, width: int) -> Text:
         "█" * max(1, round(width * length / size)) if segment.allocated else "░" * max(1, round(width * length / size))
     )
     line = Text(f"  {segment.start:#0{digits + 2}x}-{segment.end:#0{digits + 2}x} {format_size(length):>6}  ")
-    line.append(f"{label}  ", style=style)
+    line.append(f"{label:<17}  ", style=style)
     line.append(bar, style=style)
     return line

@@ -48,13 +48,14 @@ def start_gmemfs(huge_pools):
 
 @pytest.fixture(scope="session")
 def shared_mounts(huge_pools):
-    """One long-lived mount per default page size, for tests that only make files."""
-    daemons: dict[int, GmemfsProcess] = {}
+    """One long-lived mount per default page size (and ABI profile), for tests that only make files."""
+    daemons: dict[tuple[int, str], GmemfsProcess] = {}
 
-    def get(page_size: int) -> GmemfsProcess:
-        if page_size not in daemons:
-            daemons[page_size] = GmemfsProcess(new_mountpoint(), ["-o", f"pagesize={PAGE_SIZES[page_size]}"])
-        return daemons[page_size]
+    def get(page_size: int, abi: str = "rfc-v1") -> GmemfsProcess:
+        if (page_size, abi) not in daemons:
+            options = ["-o", f"pagesize={PAGE_SIZES[page_size]},abi={abi}"]
+            daemons[page_size, abi] = GmemfsProcess(new_mountpoint(), options)
+        return daemons[page_size, abi]
 
     yield get
     for daemon in daemons.values():

@@ -4,11 +4,13 @@ Every result and errno must match. The kernel here is mainline (no hugetlb),
 so this checks the 4 KiB rules; the hugetlb rules are stated in the other tests.
 """
 
+import mmap
 import os
 
 import pytest
+from support.host import touch
 from support.kvm import KvmVm, why_no_kvm
-from support.syscalls import errno_name, errno_of, fallocate_result
+from support.syscalls import convert, errno_name, errno_of, fallocate_result
 
 from gmemfs import create_guest_memfd
 
@@ -27,7 +29,8 @@ def vm():
 
 @pytest.fixture(scope="module")
 def mount4k(shared_mounts):
-    return shared_mounts(4096).mountpoint
+    """The upstream ABI profile: the flag bits of the kernel on this machine."""
+    return shared_mounts(4096, "upstream").mountpoint
 
 
 @pytest.fixture
@@ -149,3 +152,40 @@ def test_deliberate_differences(pair, call):
     kernel_fd, our_fd = pair
     assert errno_of(call, kernel_fd) == "EINVAL"
     assert errno_of(call, our_fd) == "OK"
+
+
+FLAGS = [0, 1 << 0, 1 << 1, (1 << 0) | (1 << 1), 1 << 2, 1 << 3, 1 << 26, 21 << 26 | 1 << 1, 1 << 63]
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=[f"{flags:#x}" for flags in FLAGS])
+def test_creation_flags_and_what_mmap_gives(vm, mount4k, flags):
+    """Flags validity, then mmap (ENODEV without MMAP) and a touch (SIGBUS unless INIT_SHARED)."""
+
+    def observe(create):
+        try:
+            fd = create()
+        except OSError as error:
+            return errno_name(error.errno)
+        try:
+            mapped = errno_of(lambda: mmap.mmap(fd, 4096, mmap.MAP_SHARED).close())
+            touched = touch(fd, 0, 4, write=b"data") if mapped == "OK" else "-"
+            converted = convert(fd, "shared", 0, 4096)
+            return f"created, mmap {mapped}, touch {touched}, convert {converted}"
+        finally:
+            os.close(fd)
+
+    kernel = observe(lambda: vm.create_guest_memfd(2 * 4096, flags))
+    ours = observe(lambda: create_guest_memfd(mount4k, 2 * 4096, flags))
+    assert ours == kernel
+
+
+def test_private_mappings_are_a_fuse_difference(vm, mount4k):
+    """The kernel refuses MAP_PRIVATE of a guest_memfd (EINVAL); FUSE cannot refuse it [fs]."""
+    kernel_fd = vm.create_guest_memfd(4096, 1 << 0 | 1 << 1)
+    our_fd = create_guest_memfd(mount4k, 4096, 1 << 0 | 1 << 1)
+    try:
+        assert errno_of(lambda: mmap.mmap(kernel_fd, 4096, mmap.MAP_PRIVATE)) == "EINVAL"
+        assert errno_of(lambda: mmap.mmap(our_fd, 4096, mmap.MAP_PRIVATE).close()) == "OK"
+    finally:
+        os.close(kernel_fd)
+        os.close(our_fd)

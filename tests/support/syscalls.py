@@ -34,3 +34,16 @@ def set_flags(fd: int, flags: int) -> None:
 
 def xattr(fd_or_path, name: str) -> str:
     return os.getxattr(fd_or_path, f"user.gmem.{name}").decode()
+
+
+def convert(fd: int, to: str, offset: int, size: int, error_offset: int = 0) -> "tuple[str, int]":
+    """Issue KVM_GMEM_CONVERT_SHARED/PRIVATE with the kernel's struct; (errno name, error_offset after)."""
+    import fcntl
+    import struct
+
+    from gmemfs.uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED
+
+    request = {"shared": KVM_GMEM_CONVERT_SHARED, "private": KVM_GMEM_CONVERT_PRIVATE}[to]
+    argument = bytearray(struct.pack("=QQQ5Q", offset, size, error_offset, *[0] * 5))
+    result = errno_of(fcntl.ioctl, fd, request, argument, True)
+    return result, struct.unpack("=QQQ5Q", argument)[2]

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# A guided tour of one guest_memfd from the shell: creation, allocation, punching and
+# shared/private conversion, with /proc/meminfo read after every step.
+# Usage: examples/shell-tour.sh MOUNTPOINT   (a gmemfs mount; needs 4 free 2 MiB huge pages)
+set -euo pipefail
+
+mountpoint=${1:?usage: $0 MOUNTPOINT}
+file="$mountpoint/tour-vm0"
+MiB=$((1 << 20))
+
+counters() {
+    awk '/HugePages_(Free|Rsvd)/ { printf "   %s %s", $1, $2 } END { print "" }' /proc/meminfo
+}
+step() {
+    printf '\n## %s\n$ %s\n' "$1" "$2"
+    eval "$2"
+    counters
+}
+
+echo "# Before: the pool as this machine has it"
+counters
+
+step "A new file is an unsized guest_memfd: it holds nothing yet. Choose 2 MiB pages (HUGETLB | HUGE_2MB)." \
+     "touch $file && setfattr -n user.gmem.flags -v $((0x54000002)) $file"
+step "Sizing it completes creation: its subpool reserves all 4 huge pages (Rsvd +4, Free unchanged)." \
+     "truncate -s $((8 * MiB)) $file"
+step "Allocating 2 pages moves them from reserved to in use (Free -2, Rsvd -2)." \
+     "fallocate -n -o 0 -l $((4 * MiB)) $file"
+step "Punching 1 page gives it back to the file's subpool: still reserved for this file (Free +1, Rsvd +1)." \
+     "fallocate -p -o 0 -l $((2 * MiB)) $file"
+step "New pages are private (the guest's). Convert the first huge page to shared so the host may map it." \
+     "gmemfs convert $file shared --offset 0 --length 2M"
+step "Shared pages can be read by the host (read(2) of shared pages is gmemfs's one allowed difference)." \
+     "dd if=$file bs=4k count=1 status=none | od -An -tx1 | head -1"
+step "Private pages cannot: read(2) is EINVAL, as in the kernel (and touching them through mmap is SIGBUS)." \
+     "gmemfs convert $file private --offset 0 --length 2M && (dd if=$file bs=4k count=1 status=none || true)"
+step "Conversions work on 4 KiB pages, even inside a huge page. The map shows every run." \
+     "gmemfs convert $file shared --offset 4K --length 8K && gmemfs map $file"
+step "The size of a guest_memfd is fixed: a second truncate is EINVAL." \
+     "truncate -s $((16 * MiB)) $file || true"
+step "Removing the last name (with no fd open) evicts the file: all pages and the reservation return." \
+     "rm $file && sleep 0.1"
