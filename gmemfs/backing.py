@@ -80,16 +80,14 @@ class Backing:
             fd = os.open("guest_memfd", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mount_fd)
         finally:
             os.close(mount_fd)  # the open file keeps the superblock alive
-        try:
-            os.ftruncate(fd, size)
-        except OSError:
-            os.close(fd)
-            raise
-        return cls(fd, size)
+        return cls._sized(fd, size)
 
     @classmethod
     def shared_memory(cls, size: int) -> "Backing":
-        fd = os.memfd_create("guest_memfd", os.MFD_CLOEXEC)
+        return cls._sized(os.memfd_create("guest_memfd", os.MFD_CLOEXEC), size)
+
+    @classmethod
+    def _sized(cls, fd: int, size: int) -> "Backing":
         try:
             os.ftruncate(fd, size)
         except OSError:

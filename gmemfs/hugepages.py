@@ -1,5 +1,6 @@
 """The machine's hugetlb pools, read from (and sized through) sysfs."""
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,22 @@ def resize_pool(page_size: int, pages: int) -> int:
     busy = current.total - current.free + current.reserved
     if pages < busy:
         raise PoolError(f"{label}={pages}: {busy} pages are in use or reserved; the pool cannot shrink below that")
-    return set_pool_pages(page_size, pages)
+    granted = set_pool_pages(page_size, pages)
+    if granted < pages:
+        make_contiguous_memory()
+        granted = set_pool_pages(page_size, pages)
+    return granted
+
+
+def make_contiguous_memory() -> None:
+    """Free memory is often there but fragmented (1 GiB pages need it contiguous): drop clean
+    caches and let the kernel compact, as one does by hand before growing a 1 GiB pool."""
+    os.sync()
+    for knob, value in (("drop_caches", "3"), ("compact_memory", "1")):
+        try:
+            Path("/proc/sys/vm", knob).write_text(f"{value}\n")
+        except OSError:
+            pass  # a kernel without the knob: the first answer stands
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,10 @@ class GmemOperations(pyfuse3.Operations):
 
     async def forget(self, inode_list):
         for ino, count in inode_list:
-            self.inodes.forget(ino, count)
+            try:
+                self.inodes.forget(ino, count)
+            except Exception:  # forget has no reply to carry an error; the daemon must live on
+                log.exception("inode %d: releasing its memory failed", ino)
 
     @_request("ino")
     async def getattr(self, inode, ctx):

@@ -87,3 +87,13 @@ def gmem_dir(shared_mounts, page_size):
         assert (after.reserved, after.free) == (counters.reserved, counters.free), (
             f"{PAGE_SIZES[size]} huge pages not given back: before {counters}, after {after}"
         )
+
+
+@pytest.fixture
+def sized_gmem(gmem_dir, page_size):
+    """An O_RDWR fd of a created gmem file, two pages long."""
+    from support.files import open_gmem
+
+    fd = open_gmem(gmem_dir, size=2 * page_size)
+    yield fd
+    os.close(fd)
