@@ -35,7 +35,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
-        "allow_other, default_permissions (on; nodefault_permissions turns it off), debug. "
+        "allow_other, default_permissions (on; nodefault_permissions turns it off), "
+        "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), debug. "
         "SOURCE is ignored (mount(8) and fstab pass one).",
     )
     parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")

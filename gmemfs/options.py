@@ -26,6 +26,7 @@ class MountOptions:
     default_permissions: bool = True
     allow_other: bool = False
     debug: bool = False
+    cache_timeout: float = 1.0  # seconds the kernel may cache names and attributes
     extra_fuse_options: tuple[str, ...] = ()
 
     @property
@@ -66,6 +67,8 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
                 options.default_permissions = False
             elif name == "allow_other" and not has_value:
                 options.allow_other = True
+            elif name == "cache_timeout":
+                options.cache_timeout = _parse_timeout(value)
             elif name == "debug" and not has_value:
                 options.debug = True
             elif name in FUSE_OPTIONS and not has_value:
@@ -88,3 +91,13 @@ def _parse_page_size(value: str) -> int:
     if size not in PAGE_SIZES.values():
         raise OptionError(f"pagesize={value}: choose one of {', '.join(PAGE_SIZES)}")
     return size
+
+
+def _parse_timeout(value: str) -> float:
+    try:
+        timeout = float(value)
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout <= 3600:
+        raise OptionError(f"cache_timeout={value}: seconds, from 0 to 3600")
+    return timeout

@@ -31,7 +31,14 @@ def test_options_combine_across_several_o():
     assert "noatime" in options.fuse_options() and "auto" not in options.fuse_options()
 
 
-@pytest.mark.parametrize("bad", ["pagesize=3M", "pagesize=", "pagesize", "abi=v9", "colour=blue", "allow_other=1"])
+def test_cache_timeout():
+    assert parse_mount_options([]).cache_timeout == 1.0
+    assert parse_mount_options(["cache_timeout=0"]).cache_timeout == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad", ["pagesize=3M", "pagesize=", "pagesize", "abi=v9", "colour=blue", "allow_other=1", "cache_timeout=-1"]
+)
 def test_bad_options_name_themselves(bad):
     with pytest.raises(OptionError, match=bad.split("=")[0]):
         parse_mount_options([bad])

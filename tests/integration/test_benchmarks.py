@@ -1,0 +1,23 @@
+"""The benchmark runs (in its tiny quick mode) and reports every operation three ways. No timing is asserted."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).parents[2]
+
+
+def test_quick_benchmark_reports_every_operation(huge_pools):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    operations = {row["operation"]: row for row in report["rows"]}
+    assert len(operations) == 12
+    for name, row in operations.items():
+        assert row["gmemfs"] is not None and row["gmemfs"] > 0, name
+    assert operations["stat (lookup + getattr, uncached)"]["floor"] > 0
+    assert operations["allocate 16 MiB in one call (2 MiB pages)"]["kernel"] > 0
+    assert report["machine"]["cores"] >= 1
