@@ -36,7 +36,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
         "allow_other, default_permissions (on; nodefault_permissions turns it off), "
-        "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), debug. "
+        "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), debug, "
+        "fail=OPERATION:ERRNO[:N] (inject a failure: OPERATION allocate|punch|create|convert_shared|"
+        "convert_private; only the Nth call, or every call; repeatable). "
         "SOURCE is ignored (mount(8) and fstab pass one).",
     )
     parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")

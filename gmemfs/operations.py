@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
+from .faults import FaultInjector
 from .guest_memfd import GuestMemfd
 from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
@@ -88,6 +89,7 @@ class GmemOperations(pyfuse3.Operations):
         self.support = support or HugePageSupport.probe()
         self.inodes = InodeTable(0o755, os.getuid(), os.getgid())
         self._device: str | None = None  # the mount's st_dev as /proc/PID/maps shows it
+        self.faults = FaultInjector(options.faults)
 
     # ---- helpers -------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class GmemOperations(pyfuse3.Operations):
         if fields.update_size:  # first, so that a refused size changes nothing
             if inode.gmem is None:
                 raise FUSEError(errno.EISDIR)
+            self._injected_fault("create")
             await self._serialized(inode, inode.gmem.create, attr.st_size)
             inode.touch()
         if fields.update_mode:
@@ -372,12 +375,25 @@ class GmemOperations(pyfuse3.Operations):
         gmem = inode.gmem
         plan = gmem.plan_fallocate(mode, offset, length)
         if plan.punch:
+            self._injected_fault("punch")
             await self._serialized(inode, gmem.punch, plan.start, plan.end)
-        elif plan.end - plan.start >= THREADED_ALLOCATION:
-            async with inode.busy:
-                await trio.to_thread.run_sync(gmem.allocate, plan.start, plan.end)
-        else:
-            await self._serialized(inode, gmem.allocate, plan.start, plan.end)
+            return
+        try:
+            fault = self.faults.trip("allocate")
+            if fault:  # fail halfway, as an interrupted or starved allocation does
+                halfway = plan.start + (plan.end - plan.start) // gmem.page_size // 2 * gmem.page_size
+                await self._serialized(inode, gmem.allocate, plan.start, halfway)
+                raise GmemError(fault, f"injected fault: allocate (pages up to {halfway:#x} allocated)")
+            if plan.end - plan.start >= THREADED_ALLOCATION:
+                async with inode.busy:
+                    await trio.to_thread.run_sync(gmem.allocate, plan.start, plan.end)
+            else:
+                await self._serialized(inode, gmem.allocate, plan.start, plan.end)
+        except OSError:
+            # Pages done so far stay; the kernel keeps its cached st_blocks after a failed
+            # fallocate, so tell it to ask again.
+            pyfuse3.invalidate_inode(inode.ino, attr_only=True)
+            raise
 
     @_request("fh")
     async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
@@ -391,8 +407,15 @@ class GmemOperations(pyfuse3.Operations):
         if plan is None:
             return 0, in_buf
         if cmd == KVM_GMEM_CONVERT_SHARED:
+            self._injected_fault("convert_shared")
             await self._serialized(inode, gmem.convert_to_shared, *plan)
             return 0, in_buf
+        fault = self.faults.trip("convert_private")
+        if fault == errno.EAGAIN:
+            log.info("%s: injected fault: conversion to private (EAGAIN)", self._describe("fh", fh))
+            return -errno.EAGAIN, struct.pack(KVM_GMEM_CONVERT_STRUCT, offset, size, offset, *reserved)
+        if fault:
+            raise GmemError(fault, "injected fault: convert_private")
         busy = self._first_locked_page(inode, *plan)
         if busy is not None:
             log.info(
@@ -421,6 +444,11 @@ class GmemOperations(pyfuse3.Operations):
             if locked_start < end and locked_end > start
         ]
         return min(busy) - min(busy) % CONVERSION_GRANULE if busy else None
+
+    def _injected_fault(self, operation: str) -> None:
+        fault = self.faults.trip(operation)
+        if fault:
+            raise GmemError(fault, f"injected fault: {operation}")
 
     @staticmethod
     async def _serialized(inode: Inode, change, *args):

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from .faults import FaultRule, parse_fault
 from .uapi import ABI_PROFILES, BASE_PAGE_SIZE, DEFAULT_ABI, AbiProfile, flags_for_page_size
 from .units import format_size, parse_size
 
@@ -27,6 +28,7 @@ class MountOptions:
     allow_other: bool = False
     debug: bool = False
     cache_timeout: float = 1.0  # seconds the kernel may cache names and attributes
+    faults: tuple[FaultRule, ...] = ()  # failures to inject (-o fail=...)
     extra_fuse_options: tuple[str, ...] = ()
 
     @property
@@ -45,7 +47,8 @@ class MountOptions:
         return options
 
     def describe(self) -> str:
-        return f"pagesize={format_size(self.page_size)},abi={self.abi.name}"
+        faults = "".join(f", injecting failures: {rule}" for rule in self.faults)
+        return f"pagesize={format_size(self.page_size)},abi={self.abi.name}{faults}"
 
 
 def parse_mount_options(option_strings: list[str]) -> MountOptions:
@@ -67,6 +70,11 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
                 options.default_permissions = False
             elif name == "allow_other" and not has_value:
                 options.allow_other = True
+            elif name == "fail":
+                try:
+                    options.faults += (parse_fault(value),)
+                except ValueError as error:
+                    raise OptionError(str(error)) from None
             elif name == "cache_timeout":
                 options.cache_timeout = _parse_timeout(value)
             elif name == "debug" and not has_value:

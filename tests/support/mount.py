@@ -35,8 +35,9 @@ class GmemfsProcess:
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         mounted = wait_until(lambda: is_mounted(mountpoint) or self.process.poll() is not None, MOUNT_TIMEOUT)
         if not mounted or not is_mounted(mountpoint):
+            output = self.output()
             self.stop()
-            raise RuntimeError(f"gmemfs did not mount {mountpoint}:\n{self.output()}")
+            raise RuntimeError(f"gmemfs did not mount {mountpoint}:\n{output}")
 
     @property
     def pid(self) -> int:
