@@ -61,10 +61,11 @@ _FLAGS_TEXT = re.compile(rb"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*\x00?")
 
 def parse_flags_value(value: bytes) -> int:
     """The number in a user.gmem.flags value: decimal or 0x-hex text."""
-    match = _FLAGS_TEXT.fullmatch(value)
+    match = _FLAGS_TEXT.fullmatch(value) if len(value) <= 64 else None  # u64 needs at most 20 digits
     if not match:
         raise GmemError(errno.EINVAL, f"flags value {value[:40]!r} is not a decimal or 0x-hex number")
-    return int(match.group(1), 0)
+    number = match.group(1)
+    return int(number[2:], 16) if number[:2] in (b"0x", b"0X") else int(number, 10)
 
 
 def check_flags_change(size: int) -> None:

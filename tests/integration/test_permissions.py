@@ -1,0 +1,69 @@
+"""Who reaches a gmemfs mount: default_permissions, allow_other, file modes."""
+
+import os
+import subprocess
+
+import pytest
+from support.files import open_gmem
+
+from gmemfs import create_guest_memfd
+
+NOBODY = 65534
+
+
+def as_nobody(*command) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_without_allow_other_no_other_user_reaches_the_mount(start_gmemfs):
+    daemon = start_gmemfs()
+    result = as_nobody("stat", str(daemon.mountpoint))
+    assert result.returncode != 0 and "Permission denied" in result.stderr
+
+
+def test_with_allow_other_default_permissions_checks_modes(start_gmemfs):
+    daemon = start_gmemfs("-o", "allow_other")
+    os.close(open_gmem(daemon.mountpoint, "private-file"))  # 0600, root's
+    path = str(daemon.mountpoint / "private-file")
+    assert as_nobody("stat", path).returncode == 0
+    denied = as_nobody("getfattr", "-n", "user.gmem.flags", path)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    os.chmod(path, 0o644)
+    assert as_nobody("getfattr", "-n", "user.gmem.flags", path).returncode == 0
+    assert "Permission denied" in as_nobody("touch", str(daemon.mountpoint / "new")).stderr, "root's 0755 root dir"
+
+
+def test_nodefault_permissions_leaves_checks_to_the_daemon(start_gmemfs):
+    daemon = start_gmemfs("-o", "allow_other,nodefault_permissions")
+    os.close(open_gmem(daemon.mountpoint, "private-file"))
+    assert as_nobody("getfattr", "-n", "user.gmem.flags", str(daemon.mountpoint / "private-file")).returncode == 0
+
+
+@pytest.mark.parametrize("umask, mode, expected", [(0o077, 0o666, 0o600), (0o022, 0o640, 0o640), (0, 0o600, 0o600)])
+def test_files_get_the_mode_they_ask_for(start_gmemfs, umask, mode, expected):
+    daemon = start_gmemfs()
+    old = os.umask(umask)
+    try:
+        os.close(os.open(daemon.mountpoint / "f", os.O_CREAT | os.O_RDWR, mode))
+    finally:
+        os.umask(old)
+    assert os.stat(daemon.mountpoint / "f").st_mode & 0o777 == expected
+
+
+def test_guest_memfds_from_the_library_are_0600(start_gmemfs):
+    daemon = start_gmemfs()
+    fd = create_guest_memfd(daemon.mountpoint, 4096)
+    try:
+        assert os.fstat(fd).st_mode & 0o777 == 0o600
+    finally:
+        os.close(fd)
+
+
+def test_non_root_cannot_grow_pools_through_sysfs_either():
+    result = as_nobody("sh", "-c", "echo 1 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
+    assert result.returncode != 0 and "Permission denied" in result.stderr
