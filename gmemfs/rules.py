@@ -93,6 +93,8 @@ class FallocatePlan:
 
 def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: int) -> FallocatePlan:
     """Check a fallocate in the kernel's order and say which pages it touches."""
+    if offset < 0 or length <= 0:  # the VFS answers these before any filesystem sees them
+        raise GmemError(errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is negative or empty")
     if not mode & FALLOC_FL_KEEP_SIZE:
         raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} lacks FALLOC_FL_KEEP_SIZE")
     if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):

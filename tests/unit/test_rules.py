@@ -117,6 +117,8 @@ SIZE = 4 * P
         (KEEP, SIZE, P, "EINVAL"),  # allocate at the end
         (KEEP, SIZE - P, 2 * P, "EINVAL"),  # across the end
         (KEEP, 10 * SIZE, P, "EINVAL"),  # after the end
+        (PUNCH, -P, P, "EINVAL"),  # negative offset (the VFS says so first)
+        (KEEP, 0, 0, "EINVAL"),  # empty
     ],
 )
 def test_fallocate_refusals_in_kernel_order(mode, offset, length, expected):
