@@ -353,7 +353,11 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def writepage(self, fh, off, buf):
-        """Writeback of the host's writes through a shared mapping."""
+        """Writeback of the host's writes through a shared mapping.
+
+        Never waits for inode.busy: a conversion to private holds it while the kernel
+        writes dirty pages back through this very handler (deadlock, tried).
+        """
         inode = self._handle(fh)
         written = inode.gmem.write_shared(off, buf)
         inode.host_mapped = True
