@@ -21,7 +21,6 @@ from .uapi import (
     XATTR_FLAGS,
     XATTR_PAGE_SIZE,
     XATTR_RESERVED,
-    XATTR_SHARED,
     AbiProfile,
 )
 
@@ -125,12 +124,13 @@ class GuestMemfd:
         self.allocated = RangeSet()
         self.shared = RangeSet()
 
-    def describe(self) -> dict[bytes, bytes]:
-        """The read-only inspection attributes (user.gmem.*), as their byte values."""
-        return {
-            XATTR_FLAGS: f"{self.flags:#x}".encode(),
-            XATTR_PAGE_SIZE: str(self.page_size).encode(),
-            XATTR_RESERVED: str(self.reserved_pages).encode(),
-            XATTR_ALLOCATED: format_ranges(self.allocated).encode(),
-            XATTR_SHARED: format_ranges(self.shared).encode(),
-        }
+    def attribute(self, name: bytes) -> bytes:
+        """One read-only inspection attribute (user.gmem.*): only the one asked for is formatted,
+        since a sparse file's range lists can be long."""
+        if name == XATTR_FLAGS:
+            return f"{self.flags:#x}".encode()
+        if name == XATTR_PAGE_SIZE:
+            return str(self.page_size).encode()
+        if name == XATTR_RESERVED:
+            return str(self.reserved_pages).encode()
+        return format_ranges(self.allocated if name == XATTR_ALLOCATED else self.shared).encode()

@@ -490,7 +490,7 @@ class GmemOperations(pyfuse3.Operations):
         gmem = self._inode(ino).gmem
         if gmem is None or name not in XATTR_NAMES:
             raise FUSEError(pyfuse3.ENOATTR)
-        return gmem.describe()[name]
+        return gmem.attribute(name)
 
     @_request("ino")
     async def listxattr(self, ino, ctx):

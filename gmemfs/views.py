@@ -31,8 +31,8 @@ def status_table(status: MountStatus) -> Table:
             format_size(file.size) if file.size else "unsized",
             format_size(file.page_size),
             f"{file.reserved_pages} pages" if file.page_size > 4096 else "-",
-            format_size(file.allocated.total) if file.allocated.total else "0",
-            format_size(file.shared.total) if file.shared.total else "0",
+            format_size(file.allocated.total),
+            format_size(file.shared.total),
         )
     unlinked = status.unlinked
     if unlinked["files"]:
@@ -41,7 +41,7 @@ def status_table(status: MountStatus) -> Table:
             "",
             "",
             f"{unlinked['reserved_pages']} pages",
-            format_size(unlinked["allocated_bytes"]) or "0",
+            format_size(unlinked["allocated_bytes"]),
             "",
         )
     return table
@@ -59,7 +59,7 @@ def map_lines(file: FileStatus, width: int = 40) -> list[Text]:
     """One line per run of pages: its range, length, state, and a bar to scale."""
     header = Text(
         f"{file.path}: {format_size(file.size)}, {format_size(file.page_size)} pages, "
-        f"{file.reserved_pages} reserved, {format_size(file.allocated.total) or '0'} allocated"
+        f"{file.reserved_pages} reserved, {format_size(file.allocated.total)} allocated"
     )
     if not file.size:
         return [header, Text("  (unsized: no pages yet)")]
