@@ -50,13 +50,25 @@ class Inode:
             self.mtime_ns = now
 
 
+@dataclass(frozen=True, eq=False)
+class Handle:
+    """One open file or directory: what it reaches and whether it was opened for writing.
+
+    Files and directories draw numbers from one counter, so a handle can never be
+    mistaken for a handle of another kind (or another user's file).
+    """
+
+    inode: Inode
+    writable: bool
+
+
 class InodeTable:
     """Owns every inode and decides when one dies."""
 
     def __init__(self, root_mode: int, uid: int, gid: int) -> None:
         self._inodes: dict[int, Inode] = {}
         self._next_ino = itertools.count(ROOT_INO + 1)
-        self._handles: dict[int, Inode] = {}
+        self._handles: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
         root = Inode(ino=ROOT_INO, mode=stat.S_IFDIR | root_mode, uid=uid, gid=gid, name=b"/", nlink=2, entries={})
         self._inodes[ROOT_INO] = root
@@ -122,17 +134,19 @@ class InodeTable:
         inode.lookups = max(inode.lookups - count, 0)
         self._evict_if_unused(inode)
 
-    def open(self, inode: Inode) -> int:
+    def open(self, inode: Inode, *, writable: bool = False) -> int:
+        """A new handle for a file or directory (open, create, opendir)."""
         fh = next(self._next_fh)
-        self._handles[fh] = inode
+        self._handles[fh] = Handle(inode, writable)
         inode.handles += 1
         return fh
 
-    def handle(self, fh: int) -> Inode:
+    def handle(self, fh: int) -> Handle:
+        """KeyError for a number no open handle has."""
         return self._handles[fh]
 
     def release(self, fh: int) -> None:
-        inode = self._handles.pop(fh)
+        inode = self._handles.pop(fh).inode
         inode.handles -= 1
         self._evict_if_unused(inode)
 

@@ -21,7 +21,7 @@ from .faults import FaultInjector
 from .guest_memfd import GuestMemfd
 from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
-from .inodes import ROOT_INO, Inode, InodeTable
+from .inodes import ROOT_INO, Handle, Inode, InodeTable
 from .options import MountOptions
 from .rules import GmemError, check_conversions, parse_flags_value, plan_conversion
 from .uapi import (
@@ -77,6 +77,10 @@ def _request(target: str, quiet: bool = False):
     return decorate
 
 
+def _opened_for_writing(flags: int) -> bool:
+    return flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+
 class GmemOperations(pyfuse3.Operations):
     """Every regular file is a guest_memfd; directories behave like tmpfs."""
 
@@ -105,18 +109,32 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOTDIR)
         return inode
 
-    def _handle(self, fh: int) -> Inode:
+    def _handle(self, fh: int) -> Handle:
         try:
             return self.inodes.handle(fh)
         except KeyError:
             raise FUSEError(errno.EBADF) from None
+
+    def _file(self, fh: int) -> Inode:
+        """The gmem file an open file handle reaches; a directory's handle is EBADF here."""
+        inode = self._handle(fh).inode
+        if inode.gmem is None:
+            raise FUSEError(errno.EBADF)
+        return inode
+
+    def _writable_file(self, fh: int) -> Inode:
+        """As _file, for requests that change the file: EBADF without write access, as fallocate(2)."""
+        handle = self._handle(fh)
+        if handle.inode.gmem is None or not handle.writable:
+            raise FUSEError(errno.EBADF)
+        return handle.inode
 
     def _describe(self, target: str, value: int) -> str:
         """'file vm0 (inode 5)', for log lines; only called on error paths."""
         if target == "mount":
             return "mount"
         try:
-            inode = self.inodes.handle(value) if target == "fh" else self.inodes[value]
+            inode = self.inodes.handle(value).inode if target == "fh" else self.inodes[value]
         except KeyError:
             return f"{target} {value}"
         kind = "directory" if inode.is_dir else "file"
@@ -234,7 +252,8 @@ class GmemOperations(pyfuse3.Operations):
         inode = self.inodes.new(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.remember(inode)
-        return self._file_info(self.inodes.open(inode), gmem), self._entry(inode)
+        fh = self.inodes.open(inode, writable=_opened_for_writing(flags))
+        return self._file_info(fh, gmem), self._entry(inode)
 
     @_request("ino")
     async def link(self, inode, new_parent_inode, new_name, ctx):
@@ -296,12 +315,13 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("ino")
     async def opendir(self, inode, ctx):
-        self._directory(inode)
-        return inode
+        return self.inodes.open(self._directory(inode))
 
-    @_request("ino")
+    @_request("fh")
     async def readdir(self, fh, start_id, token):
-        directory = self._directory(fh)
+        directory = self._handle(fh).inode
+        if not directory.is_dir:
+            raise FUSEError(errno.ENOTDIR)
         entries = list(directory.entries.items())
         for position in range(start_id, len(entries)):
             name, ino = entries[position]
@@ -310,8 +330,9 @@ class GmemOperations(pyfuse3.Operations):
                 break
             self.inodes.remember(inode)  # readdirplus hands the kernel a reference
 
+    @_request("fh")
     async def releasedir(self, fh):
-        pass
+        self.inodes.release(fh)
 
     @_request("mount")
     async def statfs(self, ctx):
@@ -337,12 +358,12 @@ class GmemOperations(pyfuse3.Operations):
         target = self._inode(inode)
         if target.gmem is None:
             raise FUSEError(errno.EISDIR)
-        return self._file_info(self.inodes.open(target), target.gmem)
+        return self._file_info(self.inodes.open(target, writable=_opened_for_writing(flags)), target.gmem)
 
     @_request("fh", quiet=True)
     async def read(self, fh, off, size):
         """Page faults (and, the one allowed difference, read(2)) of shared pages."""
-        inode = self._handle(fh)
+        inode = self._file(fh)
         data = inode.gmem.read_shared(off, size)
         inode.host_mapped = True
         return data
@@ -358,7 +379,7 @@ class GmemOperations(pyfuse3.Operations):
         Never waits for inode.busy: a conversion to private holds it while the kernel
         writes dirty pages back through this very handler (deadlock, tried).
         """
-        inode = self._handle(fh)
+        inode = self._file(fh)
         written = inode.gmem.write_shared(off, buf)
         inode.host_mapped = True
         return written
@@ -375,7 +396,7 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def fallocate(self, ino, fh, mode, offset, length, ctx):
-        inode = self._handle(fh)
+        inode = self._writable_file(fh)
         gmem = inode.gmem
         plan = gmem.plan_fallocate(mode, offset, length)
         if plan.punch:
@@ -401,9 +422,11 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
-        if cmd not in (KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_PRIVATE):
+        if cmd not in (KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_PRIVATE) or flags & pyfuse3.FUSE_IOCTL_DIR:
             raise FUSEError(errno.ENOTTY)
-        inode = self._handle(fh)
+        if self._handle(fh).inode.gmem is None:
+            raise FUSEError(errno.ENOTTY)
+        inode = self._writable_file(fh)  # a conversion changes the file
         gmem = inode.gmem
         check_conversions(gmem.profile, gmem.flags)
         offset, size, error_offset, *reserved = struct.unpack(KVM_GMEM_CONVERT_STRUCT, in_buf)
