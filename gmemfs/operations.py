@@ -30,6 +30,7 @@ from .uapi import (
     KVM_GMEM_CONVERT_PRIVATE,
     KVM_GMEM_CONVERT_SHARED,
     KVM_GMEM_CONVERT_STRUCT,
+    XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
     XATTR_UNLINKED,
@@ -510,6 +511,8 @@ class GmemOperations(pyfuse3.Operations):
     async def getxattr(self, ino, name, ctx):
         if ino == ROOT_INO and name == XATTR_UNLINKED:
             return self._unlinked_summary()
+        if ino == ROOT_INO and name == XATTR_ABI:
+            return self.options.abi.name.encode()
         gmem = self._inode(ino).gmem
         if gmem is None or name not in XATTR_NAMES:
             raise FUSEError(pyfuse3.ENOATTR)
@@ -518,7 +521,7 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def listxattr(self, ino, ctx):
         if ino == ROOT_INO:
-            return [XATTR_UNLINKED]
+            return [XATTR_UNLINKED, XATTR_ABI]
         return list(XATTR_NAMES) if self._inode(ino).gmem else []
 
     def _unlinked_summary(self) -> bytes:

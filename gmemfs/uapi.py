@@ -46,6 +46,7 @@ XATTR_ALLOCATED = b"user.gmem.allocated"
 XATTR_SHARED = b"user.gmem.shared"
 XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XATTR_SHARED)
 XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
+XATTR_ABI = b"user.gmem.abi"  # on the mount's root: the ABI profile's name
 
 
 # Later ABIs' bits, selectable as profiles (-o abi=...).
@@ -63,6 +64,34 @@ KVM_GMEM_CONVERT_PRIVATE = (3 << 30) | (KVM_GMEM_CONVERT_SIZE << 16) | (0xAF << 
 CONVERSION_GRANULE = 4096  # conversions work on 4 KiB pages, even inside a huge page
 
 
+# KVM's own ioctls and capabilities, which `gmemfs run` answers for a program (linux/kvm.h).
+KVMIO = 0xAE
+
+
+def _ioc(direction: int, kind: int, number: int, size: int) -> int:
+    return (direction << 30) | (size << 16) | (kind << 8) | number
+
+
+_IOC_WRITE, _IOC_READ = 1, 2
+KVM_CHECK_EXTENSION = _ioc(0, KVMIO, 0x03, 0)
+KVM_CREATE_GUEST_MEMFD_STRUCT = "=QQ6Q"  # size, flags, reserved[6]
+KVM_CREATE_GUEST_MEMFD = _ioc(_IOC_READ | _IOC_WRITE, KVMIO, 0xD4, 64)
+KVM_USER_MEMORY_REGION_STRUCT = "=IIQQQ"  # slot, flags, guest_phys_addr, memory_size, userspace_addr
+KVM_USER_MEMORY_REGION2_STRUCT = "=IIQQQQII14Q"  # ... guest_memfd_offset, guest_memfd, pad1, pad2[14]
+KVM_SET_USER_MEMORY_REGION = _ioc(_IOC_WRITE, KVMIO, 0x46, 32)
+KVM_SET_USER_MEMORY_REGION2 = _ioc(_IOC_WRITE, KVMIO, 0x49, 160)
+KVM_MEMORY_ATTRIBUTES_STRUCT = "=QQQQ"  # address, size, attributes, flags
+KVM_SET_MEMORY_ATTRIBUTES = _ioc(_IOC_WRITE, KVMIO, 0xD2, 32)
+KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+KVM_MEM_GUEST_MEMFD = 1 << 2
+KVM_CAP_MULTI_ADDRESS_SPACE = 118
+KVM_CAP_MEMORY_ATTRIBUTES = 233
+KVM_CAP_GUEST_MEMFD = 234
+KVM_CAP_GUEST_MEMFD_FLAGS = 244
+
+
 @dataclass(frozen=True)
 class AbiProfile:
     """One generation of the guest_memfd flag ABI: which bits mean what. Rules are data here."""
@@ -74,6 +103,9 @@ class AbiProfile:
     init_private: int = 0  # the bit that makes pages start private (others start shared)
     requires: tuple[tuple[int, int], ...] = ()  # (bit, bit it needs): EINVAL without it
     conversions: bool = True  # whether the KVM_GMEM_CONVERT_* ioctls exist
+    mmap_supported: bool = True  # False where guest_memfd has no mmap at all (ENODEV)
+    memory_attributes: int = 0  # KVM_SET_MEMORY_ATTRIBUTES converts the file's pages (RFC v1)
+    capabilities: tuple[tuple[int, int], ...] = ()  # KVM_CHECK_EXTENSION answers on /dev/kvm and VM fds
 
     @property
     def plain_bits(self) -> int:
@@ -81,7 +113,7 @@ class AbiProfile:
         return self.mmap | self.init_shared | self.init_private
 
     def mmap_allowed(self, flags: int) -> bool:
-        return not self.mmap or bool(flags & self.mmap)
+        return self.mmap_supported and (not self.mmap or bool(flags & self.mmap))
 
     def starts_shared(self, flags: int) -> bool:
         if self.init_shared:
@@ -91,19 +123,38 @@ class AbiProfile:
         return False
 
 
-RFC_V1 = AbiProfile(name="rfc-v1", hugetlb=KVM_GUEST_MEMFD_HUGETLB)
+# Capabilities each kernel answers; KVM_CAP_GUEST_MEMFD_FLAGS is 0 (unknown) before 6.18.
+_BEFORE_GUEST_MEMFD_FLAGS = ((KVM_CAP_GUEST_MEMFD, 1), (KVM_CAP_GUEST_MEMFD_FLAGS, 0))
+
+RFC_V1 = AbiProfile(
+    name="rfc-v1",
+    hugetlb=KVM_GUEST_MEMFD_HUGETLB,
+    memory_attributes=KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    capabilities=(*_BEFORE_GUEST_MEMFD_FLAGS, (KVM_CAP_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE)),
+)
 RFC_V2 = AbiProfile(
     name="rfc-v2",
     hugetlb=GUEST_MEMFD_FLAG_HUGETLB_V2,
     mmap=GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     init_private=GUEST_MEMFD_FLAG_INIT_PRIVATE,
     requires=((GUEST_MEMFD_FLAG_INIT_PRIVATE, GUEST_MEMFD_FLAG_SUPPORT_SHARED),),
+    capabilities=_BEFORE_GUEST_MEMFD_FLAGS,
 )
-UPSTREAM = AbiProfile(
-    name="upstream", mmap=GUEST_MEMFD_FLAG_MMAP, init_shared=GUEST_MEMFD_FLAG_INIT_SHARED, conversions=False
+LINUX_6_8 = AbiProfile(  # mainline 6.8 to 6.17: no creation flag, no mmap
+    name="linux-6.8", mmap_supported=False, conversions=False, capabilities=_BEFORE_GUEST_MEMFD_FLAGS
+)
+UPSTREAM = AbiProfile(  # mainline 6.18
+    name="upstream",
+    mmap=GUEST_MEMFD_FLAG_MMAP,
+    init_shared=GUEST_MEMFD_FLAG_INIT_SHARED,
+    conversions=False,
+    capabilities=(
+        (KVM_CAP_GUEST_MEMFD, 1),
+        (KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
+    ),
 )
 
-ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, UPSTREAM)}
+ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, UPSTREAM)}
 DEFAULT_ABI = RFC_V1
 
 
