@@ -15,6 +15,7 @@ from .commands import COMMANDS, run_command
 from .hugepages import HugePageSupport, pool_counters
 from .operations import GmemOperations
 from .options import MountOptions, OptionError, parse_mount_options
+from .private_mount import enter_private_mount_namespace
 from .units import format_size
 
 log = logging.getLogger("gmemfs")
@@ -31,7 +32,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "       %(prog)s pool [SIZE=PAGES ...] [--json]\n"
         "       %(prog)s status [MOUNTPOINT] [--json]\n"
         "       %(prog)s map FILE\n"
-        "       %(prog)s convert FILE shared|private [-o OFFSET] [-l LENGTH]",
+        "       %(prog)s convert FILE shared|private [-o OFFSET] [-l LENGTH]\n"
+        "       %(prog)s run [-o OPT[=VAL],...] [--mount DIR] -- PROGRAM [ARGS...]",
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
@@ -45,6 +47,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[=VAL],...")
     parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging (implies -f)")
+    parser.add_argument("--private-for", type=int, metavar="PID", help=argparse.SUPPRESS)  # gmemfs run's daemon
     return parser.parse_args(argv)
 
 
@@ -130,7 +133,10 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-def mount(mountpoint: str, options: MountOptions, foreground: bool) -> None:
+def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for: "int | None" = None) -> None:
+    """Mount and serve until unmounted; private_for: in a mount namespace of our own, for that process."""
+    if private_for:
+        enter_private_mount_namespace(private_for)
     support = HugePageSupport.probe()
     check_machine(mountpoint, options, support)
     operations = GmemOperations(options, mountpoint, support)
@@ -147,10 +153,16 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool) -> None:
         pyfuse3.close(unmount=is_mounted(mountpoint))
         operations.release_all()
         log.info("unmounted %s; every file released", mountpoint)
+        if private_for:
+            os.rmdir(mountpoint)  # made by gmemfs run for this mount alone
 
 
 def main(argv: "list[str] | None" = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        from .run import main as run_main  # the supervisor's modules stay out of the daemon
+
+        return run_main(argv[1:])
     if argv and argv[0] in COMMANDS:
         return run_command(argv[0], argv[1:])
     args = parse_args(argv)
@@ -162,7 +174,7 @@ def main(argv: "list[str] | None" = None) -> int:
     try:
         options = parse_mount_options(args.options)
         options.debug = options.debug or args.debug
-        mount(os.path.abspath(args.paths[-1]), options, foreground)
+        mount(os.path.abspath(args.paths[-1]), options, foreground, args.private_for)
     except (OptionError, UsageError) as error:
         print(f"gmemfs: {error}", file=sys.stderr)
         return 1

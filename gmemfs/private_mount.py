@@ -1,0 +1,39 @@
+"""A mount only one process tree sees: how `gmemfs run` keeps its mount from leaking.
+
+The daemon moves itself into a new mount namespace before mounting, so the
+mount exists only there: when the daemon ends, however it ends, the namespace
+and the mount go with it, and no other process ever saw it in its mount table.
+The supervisor reaches it through /proc/DAEMON/root. The daemon also dies with
+the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no daemon.
+"""
+
+import ctypes
+import os
+import signal
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+PR_SET_PDEATHSIG = 1
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def enter_private_mount_namespace(supervisor: int) -> None:
+    """Mount namespace of our own (nothing propagates back), and die with the supervisor."""
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount(/, MS_REC|MS_PRIVATE)")
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != supervisor:  # it died before the death signal was armed
+        raise SystemExit(1)
+
+
+def path_in(pid: int, path: str) -> str:
+    """path as process pid sees it, from any mount namespace."""
+    return f"/proc/{pid}/root{path}"

@@ -1,0 +1,210 @@
+"""gmemfs run: an unchanged program (a VMM, a selftest) gets gmemfs memory from KVM's own ioctls.
+
+    gmemfs run [-o OPTIONS] [--mount DIR] -- PROGRAM [ARGS...]
+
+Like fakeroot or umockdev-run: PROGRAM runs with a seccomp filter that sends its
+guest_memfd ioctls here (supervisor.py), and everything else to the kernel. Without
+--mount, a gmemfs daemon serves the run from a mount namespace of its own
+(private_mount.py), so its mount is seen by no one else and ends with it.
+PROGRAM's stdin, stdout and stderr are its own; its exit status becomes ours
+(a death by signal is passed on as the same signal); SIGTERM, SIGHUP, SIGUSR1,
+SIGUSR2 and SIGALRM sent to us are passed to it. Terminal signals (SIGINT,
+SIGQUIT) reach it from the terminal directly, so we ignore them, as system(3) does.
+"""
+
+import argparse
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import trio
+
+from .exec_trapped import TERMINAL_SIGNALS
+from .options import OptionError, parse_mount_options
+from .private_mount import path_in
+from .seccomp import Listener
+from .supervisor import GuestMemfdSupervisor
+from .uapi import ABI_PROFILES, XATTR_ABI
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+MOUNT_TIMEOUT = 10.0
+
+
+class RunError(Exception):
+    """Printed as one line; exit status 125 (the run itself failed, as env(1) and chroot(1) say)."""
+
+
+RUN_FAILED = 125
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="gmemfs run",
+        usage="%(prog)s [-o OPT[=VAL],...] [--mount DIR] -- PROGRAM [ARGS...]",
+        description="Run PROGRAM with KVM_CREATE_GUEST_MEMFD answered by gmemfs files "
+        "(and the guest_memfd capabilities, memslot binding and, under abi=rfc-v1, "
+        "KVM_SET_MEMORY_ATTRIBUTES conversions of the chosen ABI profile).",
+        epilog="Without --mount, a private gmemfs mount serves the run and ends with it.",
+    )
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[=VAL],...")
+    parser.add_argument("--mount", metavar="DIR", help="use this gmemfs mount (its own ABI profile)")
+    parser.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
+    args = parser.parse_args(argv)
+    if args.program[:1] == ["--"]:
+        args.program = args.program[1:]
+    if not args.program:
+        parser.error("PROGRAM is missing (gmemfs run [-o OPTIONS] -- PROGRAM [ARGS...])")
+    return args
+
+
+class PrivateDaemon:
+    """A gmemfs daemon in its own mount namespace, mounted on a fresh directory."""
+
+    def __init__(self, option_strings: list[str]) -> None:
+        self.mountpoint = tempfile.mkdtemp(prefix="gmemfs-run-")
+        self.log = tempfile.TemporaryFile()
+        options = [item for option in option_strings for item in ("-o", option)]
+        command = [sys.executable, "-m", "gmemfs", "-f", "--private-for", str(os.getpid()), *options, self.mountpoint]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        if not self._wait_for_mount():
+            output = self.output()
+            self.stop()
+            raise RunError(f"the gmemfs daemon did not mount: {output.strip() or 'no message'}")
+
+    @property
+    def path(self) -> str:
+        """The mount as seen from here: through the daemon's root, in its namespace."""
+        return path_in(self.process.pid, self.mountpoint)
+
+    def _wait_for_mount(self) -> bool:
+        deadline = time.monotonic() + MOUNT_TIMEOUT
+        while self.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError), open(f"/proc/{self.process.pid}/mounts") as mounts:
+                if any(line.split()[1] == self.mountpoint for line in mounts):
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """Unmount and release every file (SIGTERM), then wait: afterwards nothing is reserved."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            os.rmdir(self.mountpoint)  # the daemon removes it; not if it never mounted
+        self.log.close()
+
+
+def mount_profile(path: str):
+    try:
+        name = os.getxattr(path, XATTR_ABI).decode()
+    except OSError:
+        raise RunError(f"{path} is not a gmemfs mount") from None
+    return ABI_PROFILES[name]
+
+
+def start_program(program: list[str], abi: str, **popen_options) -> tuple[subprocess.Popen, Listener]:
+    """PROGRAM, trapped from its first instruction; the listener its filter reports to."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    command = [sys.executable, "-m", "gmemfs.exec_trapped", str(theirs.fileno()), abi, *program]
+    with ours, theirs:
+        process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), **popen_options)
+        theirs.close()
+        _, fds, _, _ = socket.recv_fds(ours, 64, 1)
+    if not fds:
+        process.wait()
+        raise RunError("the seccomp filter could not be installed (is gmemfs run inside another supervisor?)")
+    return process, Listener(fds[0])
+
+
+async def supervise(process: subprocess.Popen, supervisor: GuestMemfdSupervisor) -> int:
+    """Answer trapped calls and pass signals on until PROGRAM ends; its wait status."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(supervisor.serve)
+        nursery.start_soon(_forward_signals, process.pid)
+        status = await _wait_for_exit(process.pid)
+        nursery.cancel_scope.cancel()
+    return status
+
+
+async def _wait_for_exit(pid: int) -> int:
+    pidfd = os.pidfd_open(pid)
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    return os.waitpid(pid, 0)[1]
+
+
+async def _forward_signals(pid: int) -> None:
+    with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # held back since before PROGRAM started
+        async for signum in signals:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def exit_like(status: int) -> int:
+    """Leave as PROGRAM left: its exit code, or death by its signal (no core dump of ours)."""
+    if os.WIFSIGNALED(status):
+        signum = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):  # those two cannot be caught anyway
+            signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+        os.kill(os.getpid(), signum)
+        return 128 + signum
+    return os.waitstatus_to_exitcode(status)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        options = parse_mount_options(args.options)
+    except OptionError as error:
+        print(f"gmemfs run: {error}", file=sys.stderr)
+        return RUN_FAILED
+    daemon = None
+    try:
+        if args.mount:
+            if args.options:
+                raise RunError("-o applies to the private mount: with --mount, the mount's own options hold")
+            path, profile = os.path.abspath(args.mount), mount_profile(args.mount)
+        else:
+            daemon = PrivateDaemon(args.options)
+            path, profile = daemon.path, options.abi
+        # From here on a signal must not kill us before PROGRAM can get it: held back until
+        # the trio loop forwards it (exec_trapped gives PROGRAM a clean signal state).
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        for signum in TERMINAL_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        process, listener = start_program(args.program, profile.name)
+        supervisor = GuestMemfdSupervisor(listener, path, profile)
+        try:
+            status = trio.run(supervise, process, supervisor)
+        finally:
+            listener.close()
+            supervisor.close()
+    except RunError as error:
+        print(f"gmemfs run: {error}", file=sys.stderr)
+        return RUN_FAILED
+    finally:
+        if daemon:
+            daemon.stop()
+    return exit_like(status)

@@ -1,0 +1,177 @@
+"""Seccomp user notification: the kernel asks us before a program's chosen ioctls run.
+
+The filter traps only ioctl(2) calls whose request number is in a short list;
+every other syscall runs natively (the filter costs it a few BPF instructions).
+A trapped call waits until the supervisor answers: a result, an errno, an fd
+installed as the result (ADDFD with SEND), or "continue" into the kernel.
+Numbers from linux/seccomp.h, linux/filter.h and linux/audit.h (x86-64).
+"""
+
+import ctypes
+import errno
+import fcntl
+import os
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+SYS_IOCTL = 16
+SYS_SECCOMP = 317
+PR_SET_NO_NEW_PRIVS = 38
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+AUDIT_ARCH_X86_64 = 0xC000003E
+
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+
+# struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; u64 args[6]
+_DATA_NR, _DATA_ARCH, _DATA_ARG1_LOW = 0, 4, 16 + 8  # args[1] low 32 bits (little-endian)
+
+BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+BPF_RET_K = 0x06  # BPF_RET | BPF_K
+
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101
+SECCOMP_IOCTL_NOTIF_ID_VALID = 0x40082102
+SECCOMP_IOCTL_NOTIF_ADDFD = 0x40182103
+SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104
+SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_ADDFD_FLAG_SEND = 1 << 1
+
+_NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, then seccomp_data: 80 bytes
+_RESP = struct.Struct("=QqiI")  # id, val, error, flags: 24 bytes
+_ADDFD = struct.Struct("=QIIII")  # id, flags, srcfd, newfd, newfd_flags: 24 bytes
+
+
+def _instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
+
+
+def ioctl_filter(requests: Iterable[int]) -> bytes:
+    """A classic BPF program: USER_NOTIF for ioctl(2) with one of `requests`, ALLOW for all else.
+
+    The kernel's ioctl `cmd` is an unsigned int, so only the low 32 bits of the
+    argument are compared. Another architecture (a 32-bit syscall) is killed:
+    its numbers differ and would slip through.
+    """
+    requests = sorted({request & 0xFFFFFFFF for request in requests})
+    program = [
+        _instruction(BPF_LD_W_ABS, _DATA_ARCH),
+        _instruction(BPF_JEQ_K, AUDIT_ARCH_X86_64, jt=1),
+        _instruction(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
+        _instruction(BPF_LD_W_ABS, _DATA_NR),
+        _instruction(BPF_JEQ_K, SYS_IOCTL, jf=len(requests) + 1),  # not ioctl: to ALLOW
+        _instruction(BPF_LD_W_ABS, _DATA_ARG1_LOW),
+    ]
+    for index, request in enumerate(requests):
+        remaining = len(requests) - index - 1
+        program.append(_instruction(BPF_JEQ_K, request, jt=remaining + 1))  # to USER_NOTIF
+    program += [_instruction(BPF_RET_K, SECCOMP_RET_ALLOW), _instruction(BPF_RET_K, SECCOMP_RET_USER_NOTIF)]
+    return b"".join(program)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install_filter(program: bytes) -> int:
+    """Install the filter on this process (inherited by its threads, children and exec) and
+    return the listener fd. Sets no_new_privs, which seccomp requires of non-root callers."""
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    buffer = ctypes.create_string_buffer(program)
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER
+    listener = _libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    if listener < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp(SET_MODE_FILTER, NEW_LISTENER): {os.strerror(err)}")
+    return listener
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One trapped syscall: which thread, and its arguments."""
+
+    id: int
+    pid: int  # the thread's id, in the supervisor's pid namespace
+    nr: int
+    args: tuple[int, ...]
+
+    @property
+    def fd(self) -> int:
+        return self.args[0] & 0xFFFFFFFF
+
+    @property
+    def request(self) -> int:
+        return self.args[1] & 0xFFFFFFFF
+
+    @property
+    def argument(self) -> int:
+        return self.args[2]
+
+
+class Listener:
+    """The supervisor's end: receive trapped calls and answer each exactly once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fast_wakeups(self) -> None:
+        """Wake the trapped thread on the supervisor's CPU (Linux 6.6+): ~18 us instead of ~60 us."""
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
+        except OSError:
+            pass
+
+    def receive(self) -> "Notification | None":
+        """The next trapped call; None if it vanished (the thread was killed or interrupted)."""
+        buffer = bytearray(_NOTIF.size)  # RECV wants it zeroed
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_RECV, buffer, True)
+        except OSError as error:
+            if error.errno in (errno.ENOENT, errno.EINTR):
+                return None
+            raise
+        notification_id, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buffer)
+        return Notification(notification_id, pid, nr, tuple(args))
+
+    def still_waiting(self, notification: Notification) -> bool:
+        """Whether the call still waits (its pid has not been reused since we read its memory)."""
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("=Q", notification.id))
+        except OSError:
+            return False
+        return True
+
+    def reply(self, notification: Notification, value: int = 0, err: int = 0) -> None:
+        """The call returns value, or fails with err."""
+        self._send(_RESP.pack(notification.id, value if not err else 0, -err if err else 0, 0))
+
+    def let_kernel_run(self, notification: Notification) -> None:
+        """The call goes to the kernel as the program made it (or as we rewrote its memory)."""
+        self._send(_RESP.pack(notification.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE))
+
+    def reply_with_fd(self, notification: Notification, fd: int) -> int:
+        """Install a copy of our fd in the program (no close-on-exec) as the call's result."""
+        request = bytearray(_ADDFD.pack(notification.id, SECCOMP_ADDFD_FLAG_SEND, fd, 0, 0))
+        return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
+
+    def _send(self, response: bytes) -> None:
+        try:
+            fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, response)
+        except OSError as error:
+            if error.errno != errno.ENOENT:  # the thread is gone: nobody to answer
+                raise
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,324 @@
+"""gmemfs run: unchanged programs reach gmemfs through KVM's own ioctls.
+
+Every test runs the real command as users do and checks, afterwards, that the
+run left no mount, daemon or huge page reservation behind.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from support.kvm import why_no_kvm
+from support.mount import wait_until
+from support.pools import PAGE_2M
+from support.programs import kernel_selftest, kvm_client, static_program
+
+from gmemfs.hugepages import pool_counters
+from gmemfs.uapi import (
+    GUEST_MEMFD_FLAG_HUGETLB_V2,
+    GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP,
+    GUEST_MEMFD_FLAG_SUPPORT_SHARED,
+    KVM_CAP_GUEST_MEMFD,
+    KVM_CAP_GUEST_MEMFD_FLAGS,
+    KVM_CAP_MEMORY_ATTRIBUTES,
+    KVM_GUEST_MEMFD_HUGE_2MB,
+    KVM_GUEST_MEMFD_HUGETLB,
+    KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    huge_flag,
+)
+
+pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
+
+GMEMFS = [sys.executable, "-m", "gmemfs"]
+RFC_V1_HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
+RFC_V2_HUGE_2M = GUEST_MEMFD_FLAG_HUGETLB_V2 | GUEST_MEMFD_FLAG_SUPPORT_SHARED | huge_flag(21)
+
+
+def gmemfs_run(*options: str, program: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*GMEMFS, "run", *options, "--", *program], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
+
+
+def run_json(*options: str, program: list[str]) -> dict:
+    result = gmemfs_run(*options, program=program)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def gmemfs_processes() -> list[str]:
+    """Command lines of gmemfs run daemons still alive."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "--private-for" in command:
+            found.append(f"{pid}: {command}")
+    return found
+
+
+def leftovers(before) -> "list[str]":
+    problems = []
+    if not wait_until(lambda: not gmemfs_processes(), 10):
+        problems.append(f"daemons: {gmemfs_processes()}")
+    if not wait_until(lambda: pool_counters(PAGE_2M) == before, 10):
+        problems.append(f"2 MiB pool {pool_counters(PAGE_2M)}, was {before}")
+    with open("/proc/mounts") as mounts:
+        problems += [line for line in mounts if "gmemfs-run-" in line]
+    problems += [name for name in os.listdir("/tmp") if name.startswith("gmemfs-run-")]
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(huge_pools):
+    before = pool_counters(PAGE_2M)
+    yield
+    assert leftovers(before) == []
+
+
+# ---- the kernel's own selftest -------------------------------------------------------------
+
+
+def test_kernel_guest_memfd_selftest_passes_under_linux_6_8():
+    selftest = kernel_selftest("guest_memfd_test")
+    result = gmemfs_run("-o", "abi=linux-6.8", program=[str(selftest)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_same_selftest_fails_on_this_kernel_directly_because_6_18_made_flag_0x1_valid():
+    selftest = kernel_selftest("guest_memfd_test")
+    result = subprocess.run([str(selftest)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "guest_memfd() with flag '0x1' should fail with EINVAL" in result.stdout + result.stderr
+
+
+# ---- creation, capabilities -----------------------------------------------------------------
+
+CAPS = [KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS]
+
+
+@pytest.mark.parametrize(
+    "abi, expected",
+    [
+        ("rfc-v1", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 0, KVM_CAP_MEMORY_ATTRIBUTES: 8}),
+        ("rfc-v2", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 0}),
+        ("linux-6.8", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 0}),
+        ("upstream", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 3}),
+    ],
+)
+def test_capabilities_per_profile_on_dev_kvm_and_vm_fds(abi, expected):
+    answers = run_json("-o", f"abi={abi}", program=kvm_client("caps", CAPS))
+    for capability, value in expected.items():
+        assert answers[str(capability)] == [value, value], f"capability {capability}"
+
+
+def test_other_capabilities_are_the_kernels():
+    native = json.loads(subprocess.run(kvm_client("caps", [1, 235, 118]), capture_output=True, text=True).stdout)
+    assert run_json("-o", "abi=rfc-v1", program=kvm_client("caps", [1, 235, 118])) == native
+
+
+@pytest.mark.parametrize("abi, flags", [("rfc-v1", RFC_V1_HUGE_2M), ("rfc-v2", RFC_V2_HUGE_2M)])
+def test_hugetlb_creation_reserves_for_the_programs_lifetime(abi, flags):
+    before = pool_counters(PAGE_2M).reserved
+    created = run_json("-o", f"abi={abi}", program=kvm_client("create", 2 * PAGE_2M, flags))
+    assert created["blksize"] == PAGE_2M and created["size"] == 2 * PAGE_2M
+    assert created["huge_pages_reserved_meanwhile"] == before + 2
+    assert created["nlink"] == 0, "anonymous, as the kernel's"
+    assert not created["cloexec"], "the kernel's guest_memfd fds have no close-on-exec"
+    assert created["lowest_free_fd"], "the fd number is the ioctl's result, the lowest free one"
+
+
+@pytest.mark.parametrize(
+    "abi, size, flags, err",
+    [
+        ("rfc-v1", 4096, 1 << 0, "EINVAL"),
+        ("rfc-v1", 4096 + 1, 0, "EINVAL"),
+        ("rfc-v1", 0, 0, "EINVAL"),
+        ("rfc-v1", 1 << 63, 0, "EINVAL"),
+        ("rfc-v1", PAGE_2M + 4096, RFC_V1_HUGE_2M, "EINVAL"),
+        ("rfc-v1", 1 << 40, RFC_V1_HUGE_2M, "ENOMEM"),
+        ("linux-6.8", 4096, GUEST_MEMFD_FLAG_MMAP, "EINVAL"),
+        ("upstream", 4096, 1 << 2, "EINVAL"),
+    ],
+)
+def test_creation_errors_are_the_kernels(abi, size, flags, err):
+    assert run_json("-o", f"abi={abi}", program=kvm_client("create", size, flags)) == {"error": err}
+
+
+def test_upstream_flags_create_a_mappable_file():
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    assert run_json("-o", "abi=upstream", program=kvm_client("create", 8192, flags))["size"] == 8192
+
+
+# ---- memslots ---------------------------------------------------------------------------------
+
+BINDING_RULES = {
+    "offset_unaligned": "EINVAL",
+    "range_past_size": "EINVAL",
+    "other_vms_file": "EINVAL",
+    "closed_fd": "EBADF",
+    "readonly_guest_memfd": "EINVAL",
+    "first_binding": "OK",
+    "same_range_again": "EINVAL",
+    "next_range": "OK",
+    "modify_guest_memfd_slot": "EINVAL",
+    "modify_without_flag": "EINVAL",
+    "overlapping_gpa": "EEXIST",
+    "second_file": "OK",
+    "delete_first": "OK",
+    "rebind_after_delete": "OK",
+}
+
+
+@pytest.mark.parametrize("abi", ["rfc-v1", "upstream"])
+def test_memslot_binding_rules(abi):
+    assert run_json("-o", f"abi={abi}", program=kvm_client("bind")) == BINDING_RULES
+
+
+def test_memslot_binding_rules_match_this_kernels_guest_memfd():
+    """6.18 binds guest_memfd to this machine's VMs: the same calls, the same answers."""
+    native = subprocess.run(kvm_client("bind"), capture_output=True, text=True, timeout=60)
+    assert json.loads(native.stdout) == BINDING_RULES
+
+
+def test_rfc_v1_converts_bound_pages_with_set_memory_attributes():
+    answers = run_json("-o", "abi=rfc-v1", program=kvm_client("attributes"))
+    assert answers == {
+        "initially": "",
+        "share_gfns_0x11_0x12": "OK",
+        "after_share": "0x1000-0x3000",
+        "private_gfn_0x12": "OK",
+        "after_private": "0x1000-0x2000",
+        "flags_nonzero": "EINVAL",
+        "unknown_attribute": "EINVAL",
+        "size_zero": "EINVAL",
+        "unaligned": "EINVAL",
+        "unbound_gfns": "OK",
+    }
+    assert KVM_MEMORY_ATTRIBUTE_PRIVATE == 8
+
+
+@pytest.mark.parametrize(
+    "abi, flags, share_with_attributes",
+    [("rfc-v1", 0, True), ("upstream", GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED, False)],
+)
+def test_a_minimal_guest_runs_on_gmemfs_memory(abi, flags, share_with_attributes):
+    guest = run_json("-o", f"abi={abi}", program=kvm_client("guest", flags, share_with_attributes))
+    assert (guest["exit_reason"], guest["port"], guest["out_byte"]) == (2, 0x10, 0x41), "KVM_EXIT_IO on port 0x10"
+    assert guest["guest_wrote"] == 0x42
+    assert guest["file_allocated"] == "0x1000-0x3000", "the code and data pages live in the gmemfs file"
+
+
+# ---- static binaries, the process ---------------------------------------------------------
+
+
+def test_a_static_binary_gets_gmemfs_memory():
+    program = static_program("static_create")
+    result = gmemfs_run("-o", "abi=rfc-v1", program=[str(program), hex(2 * PAGE_2M), str(RFC_V1_HUGE_2M)])
+    assert result.stdout.strip() == f"fd=5 blksize={PAGE_2M} size={2 * PAGE_2M}", result.stderr
+    native = subprocess.run([str(program), hex(2 * PAGE_2M), str(RFC_V1_HUGE_2M)], capture_output=True, text=True)
+    assert native.stdout.strip() == "errno=22", "this kernel has no hugetlb guest_memfd"
+
+
+def test_exit_status_stdin_and_stdout_pass_through():
+    result = gmemfs_run(program=["sh", "-c", "read line; echo got $line; echo oops >&2; exit 7"], input="hello\n")
+    assert (result.returncode, result.stdout, result.stderr) == (7, "got hello\n", "oops\n")
+
+
+def test_death_by_signal_passes_through():
+    assert gmemfs_run(program=["sh", "-c", "kill -USR1 $$"]).returncode == -signal.SIGUSR1
+
+
+def test_a_missing_program_is_127_and_bad_options_125():
+    assert gmemfs_run(program=["/nonexistent/program"]).returncode == 127
+    result = gmemfs_run("-o", "abi=nonsense", program=["true"])
+    assert result.returncode == 125 and "abi=nonsense" in result.stderr
+
+
+def test_sigterm_to_gmemfs_run_reaches_the_program():
+    run = subprocess.Popen(
+        [*GMEMFS, "run", "--", "sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert run.stdout.readline() == "ready\n"
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=30) == 42
+
+
+def _start_holding_pages() -> "tuple[subprocess.Popen, int]":
+    """gmemfs run of a program that holds 2 huge pages and waits; (the run, the program's pid)."""
+    program = kvm_client("hold", 2 * PAGE_2M, RFC_V1_HUGE_2M)
+    run = subprocess.Popen([*GMEMFS, "run", "--", *program], stdout=subprocess.PIPE, text=True)
+    created = json.loads(run.stdout.readline())
+    assert created["size"] == 2 * PAGE_2M
+    return run, created["pid"]
+
+
+def test_kill_9_of_the_program_leaves_nothing():
+    before = pool_counters(PAGE_2M).reserved
+    run, pid = _start_holding_pages()
+    assert pool_counters(PAGE_2M).reserved == before + 2
+    os.kill(pid, signal.SIGKILL)
+    assert run.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_kill_9_of_gmemfs_run_leaves_nothing():
+    run, pid = _start_holding_pages()
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    try:
+        assert wait_until(lambda: not gmemfs_processes(), 10), "the daemon outlived its supervisor"
+    finally:
+        os.kill(pid, signal.SIGKILL)  # the orphaned program: its memory is already gone
+
+
+def test_threads_and_children_are_served():
+    code = (
+        "import subprocess, sys, threading\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.append(subprocess.run(sys.argv[1:], capture_output=True,"
+        " text=True).stdout))\n"
+        "t.start(); t.join(); print(out[0], end='')\n"
+    )
+    child = kvm_client("create", 4096, 0)
+    answer = run_json("-o", "abi=rfc-v1", program=[sys.executable, "-c", code, *child])
+    assert answer["size"] == 4096
+
+
+def test_an_existing_mount_serves_with_its_own_profile(start_gmemfs):
+    daemon = start_gmemfs("-o", "abi=upstream")
+    result = gmemfs_run("--mount", str(daemon.mountpoint), program=kvm_client("caps", [KVM_CAP_GUEST_MEMFD_FLAGS]))
+    assert json.loads(result.stdout) == {str(KVM_CAP_GUEST_MEMFD_FLAGS): [3, 3]}
+    assert os.path.ismount(daemon.mountpoint), "gmemfs run leaves a mount it did not make"
+
+
+def test_calls_cost_little_enough_to_run_a_real_selftest_quickly():
+    """Not a timing assertion: the count of trapped calls of a 4,000-creation run is what it should be."""
+    started = time.monotonic()
+    code = (
+        "import fcntl, os, struct\n"
+        "vm = fcntl.ioctl(os.open('/dev/kvm', os.O_RDWR), 0xAE01, 0)\n"
+        "errors = 0\n"
+        "for size in range(1, 4096):\n"
+        "    try: fcntl.ioctl(vm, 0xC040AED4, bytearray(struct.pack('=QQ6Q', size, 0, *[0]*6)), True)\n"
+        "    except OSError: errors += 1\n"
+        "print(errors)\n"
+    )
+    result = gmemfs_run("-o", "abi=linux-6.8", program=[sys.executable, "-c", code])
+    assert result.stdout.strip() == "4095"
+    assert time.monotonic() - started < 120
+
+
+def test_nested_gmemfs_run_is_refused_with_a_clear_line():
+    result = gmemfs_run(program=[*GMEMFS, "run", "--", "true"])
+    assert result.returncode == 125
+    assert "could not be installed" in result.stderr

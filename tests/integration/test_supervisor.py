@@ -1,0 +1,62 @@
+"""The gmemfs run supervisor in-process, on trio (pytest-trio): a trapped program, a real mount."""
+
+import json
+import subprocess
+
+import pytest
+import trio
+from support.kvm import why_no_kvm
+from support.programs import kvm_client
+
+from gmemfs.run import start_program, supervise
+from gmemfs.supervisor import GuestMemfdSupervisor
+from gmemfs.uapi import KVM_CAP_GUEST_MEMFD_FLAGS, RFC_V1, UPSTREAM
+
+pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"needs KVM: {why_no_kvm()}")
+
+
+async def run_supervised(mountpoint, profile, program) -> "tuple[int, str, int]":
+    """(wait status, stdout, trapped calls) of program, supervised on this trio loop."""
+    process, listener = start_program(program, profile.name, stdout=subprocess.PIPE, text=True)
+    supervisor = GuestMemfdSupervisor(listener, str(mountpoint), profile)
+    try:
+        status = await supervise(process, supervisor)
+    finally:
+        listener.close()
+        supervisor.close()
+    return status, process.stdout.read(), supervisor.calls
+
+
+async def test_supervisor_answers_capabilities_from_the_profile(start_gmemfs):
+    daemon = start_gmemfs("-o", "abi=upstream")
+    status, output, calls = await run_supervised(
+        daemon.mountpoint, UPSTREAM, kvm_client("caps", [KVM_CAP_GUEST_MEMFD_FLAGS])
+    )
+    assert status == 0
+    assert json.loads(output) == {str(KVM_CAP_GUEST_MEMFD_FLAGS): [3, 3]}
+    assert calls == 2, "one trapped KVM_CHECK_EXTENSION per fd"
+
+
+async def test_supervisor_creates_files_on_the_mount_it_is_given(start_gmemfs):
+    daemon = start_gmemfs()
+    status, output, _ = await run_supervised(daemon.mountpoint, RFC_V1, kvm_client("create", 8192, 0))
+    assert status == 0
+    assert json.loads(output)["size"] == 8192
+
+
+async def test_supervisor_stops_when_the_program_ends_and_keeps_the_loop_free(start_gmemfs):
+    daemon = start_gmemfs()
+    ticks = 0
+
+    async def tick():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0.01)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        status, _, _ = await run_supervised(daemon.mountpoint, RFC_V1, ["sleep", "0.3"])
+        nursery.cancel_scope.cancel()
+    assert status == 0
+    assert ticks >= 10, "the supervisor blocked the trio loop while it waited"

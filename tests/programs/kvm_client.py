@@ -1,0 +1,201 @@
+"""A KVM client as a VMM writes one: raw ioctls, no gmemfs import for its calls.
+
+Run under `gmemfs run` by the tests: `python kvm_client.py SCENARIO [ARGS]`.
+Prints one JSON object: what each call returned, or its errno's name.
+"""
+
+import errno
+import fcntl
+import json
+import mmap
+import os
+import struct
+import sys
+
+KVMIO = 0xAE
+KVM_CREATE_VM = 0xAE01
+KVM_CHECK_EXTENSION = 0xAE03
+KVM_GET_VCPU_MMAP_SIZE = 0xAE04
+KVM_CREATE_VCPU = 0xAE41
+KVM_RUN = 0xAE80
+KVM_SET_REGS = 0x4090AE82
+KVM_GET_SREGS = 0x8138AE83
+KVM_SET_SREGS = 0x4138AE84
+KVM_CREATE_GUEST_MEMFD = 0xC040AED4
+KVM_SET_USER_MEMORY_REGION2 = 0x40A0AE49
+KVM_SET_MEMORY_ATTRIBUTES = 0x4020AED2
+KVM_MEM_READONLY = 1 << 1
+KVM_MEM_GUEST_MEMFD = 1 << 2
+KVM_MEMORY_ATTRIBUTE_PRIVATE = 1 << 3
+KVM_EXIT_IO = 2
+
+
+def result(call, *args):
+    """The call's return value, or the name of its errno."""
+    try:
+        value = call(*args)
+    except OSError as error:
+        return errno.errorcode[error.errno]
+    return "OK" if isinstance(value, bytes) else value
+
+
+def kvm() -> int:
+    return os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+
+
+def create_vm() -> int:
+    return fcntl.ioctl(kvm(), KVM_CREATE_VM, 0)
+
+
+def create_guest_memfd(vm: int, size: int, flags: int = 0) -> int:
+    return fcntl.ioctl(vm, KVM_CREATE_GUEST_MEMFD, bytearray(struct.pack("=QQ6Q", size, flags, *[0] * 6)), True)
+
+
+def set_region(vm, slot, flags, gpa, size, uaddr=0, offset=0, gmem=0):
+    region = struct.pack("=IIQQQQII14Q", slot, flags, gpa, size, uaddr, offset, gmem, 0, *[0] * 14)
+    return fcntl.ioctl(vm, KVM_SET_USER_MEMORY_REGION2, region)
+
+
+def set_attributes(vm, address, size, attributes, flags=0):
+    return fcntl.ioctl(vm, KVM_SET_MEMORY_ATTRIBUTES, struct.pack("=QQQQ", address, size, attributes, flags))
+
+
+def check_extension(fd, capability):
+    return fcntl.ioctl(fd, KVM_CHECK_EXTENSION, capability)
+
+
+def scenario_caps(capabilities):
+    system, vm = kvm(), create_vm()
+    return {str(cap): [result(check_extension, system, cap), result(check_extension, vm, cap)] for cap in capabilities}
+
+
+def scenario_create(size, flags):
+    """One creation: the fd and what fstat and fcntl say of it, or the errno."""
+    vm = create_vm()
+    fd = result(create_guest_memfd, vm, size, flags)
+    if isinstance(fd, str):
+        return {"error": fd}
+    status = os.fstat(fd)
+    reserved = int(open("/proc/meminfo").read().split("HugePages_Rsvd:")[1].split()[0])
+    return {
+        "fd": fd,
+        "lowest_free_fd": fd == min(set(range(fd + 1)) - {int(n) for n in os.listdir("/proc/self/fd")} | {fd}),
+        "cloexec": bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC),
+        "size": status.st_size,
+        "blksize": status.st_blksize,
+        "nlink": status.st_nlink,
+        "huge_pages_reserved_meanwhile": reserved,
+    }
+
+
+def scenario_hold(size, flags):
+    """Create, say so (with our pid), then wait to be killed."""
+    import signal
+
+    created = scenario_create(size, flags)
+    print(json.dumps({**created, "pid": os.getpid()}), flush=True)
+    while True:
+        signal.pause()
+
+
+def scenario_bind():
+    """The binding rules, case by case, on one VM with two 16 KiB files and one of another VM."""
+    vm, other_vm = create_vm(), create_vm()
+    gmem = create_guest_memfd(vm, 0x4000)
+    gmem2 = create_guest_memfd(vm, 0x4000)
+    foreign = create_guest_memfd(other_vm, 0x4000)
+    memory = mmap.mmap(-1, 0x10000)
+    uaddr = _address(memory)
+    G = KVM_MEM_GUEST_MEMFD
+    cases = {
+        "offset_unaligned": (1, G, 0x100000, 0x1000, uaddr, 0x800, gmem),
+        "range_past_size": (1, G, 0x100000, 0x2000, uaddr, 0x3000, gmem),
+        "other_vms_file": (1, G, 0x100000, 0x1000, uaddr, 0, foreign),
+        "closed_fd": (1, G, 0x100000, 0x1000, uaddr, 0, 999),
+        "readonly_guest_memfd": (1, G | KVM_MEM_READONLY, 0x100000, 0x1000, uaddr, 0, gmem),
+        "first_binding": (1, G, 0x100000, 0x2000, uaddr, 0, gmem),
+        "same_range_again": (2, G, 0x200000, 0x1000, uaddr, 0x1000, gmem),
+        "next_range": (2, G, 0x200000, 0x2000, uaddr, 0x2000, gmem),
+        "modify_guest_memfd_slot": (1, G, 0x300000, 0x2000, uaddr, 0, gmem),
+        "modify_without_flag": (1, 0, 0x300000, 0x2000, uaddr),
+        "overlapping_gpa": (3, G, 0x101000, 0x1000, uaddr, 0, gmem2),
+        "second_file": (3, G, 0x400000, 0x4000, uaddr, 0, gmem2),
+        "delete_first": (1, G, 0x100000, 0, uaddr, 0, gmem),
+        "rebind_after_delete": (4, G, 0x500000, 0x2000, uaddr, 0, gmem),
+    }
+    return {name: result(set_region, vm, *args) for name, args in cases.items()}
+
+
+def _address(buffer: mmap.mmap) -> int:
+    import ctypes
+
+    return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
+
+
+def scenario_attributes():
+    """RFC v1 conversions: KVM_SET_MEMORY_ATTRIBUTES over gfns bound to the file."""
+    vm = create_vm()
+    gmem = create_guest_memfd(vm, 0x4000)
+    memory = mmap.mmap(-1, 0x4000)
+    set_region(vm, 0, KVM_MEM_GUEST_MEMFD, 0x10000, 0x4000, _address(memory), 0, gmem)
+    shared = lambda: os.getxattr(gmem, "user.gmem.shared").decode()  # noqa: E731
+    out = {"initially": shared()}
+    out["share_gfns_0x11_0x12"] = result(set_attributes, vm, 0x11000, 0x2000, 0)
+    out["after_share"] = shared()
+    out["private_gfn_0x12"] = result(set_attributes, vm, 0x12000, 0x1000, KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    out["after_private"] = shared()
+    out["flags_nonzero"] = result(set_attributes, vm, 0x10000, 0x1000, 0, 1)
+    out["unknown_attribute"] = result(set_attributes, vm, 0x10000, 0x1000, 1 << 4)
+    out["size_zero"] = result(set_attributes, vm, 0x10000, 0, 0)
+    out["unaligned"] = result(set_attributes, vm, 0x10800, 0x1000, 0)
+    out["unbound_gfns"] = result(set_attributes, vm, 0x80000, 0x1000, 0)
+    return out
+
+
+# Real-mode code at guest physical 0x1000: mov byte [0x2000], 0x42; mov al, 0x41; out 0x10, al; hlt
+GUEST_CODE = bytes.fromhex("c606002042b041e610f4")
+
+
+def scenario_guest(flags, share_with_attributes):
+    """A minimal guest on gmemfs memory: it writes a byte to bound memory, then exits on port 0x10."""
+    system, vm = kvm(), create_vm()
+    size = 0x10000
+    gmem = create_guest_memfd(vm, size, flags)
+    memory = mmap.mmap(gmem, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    set_region(vm, 0, KVM_MEM_GUEST_MEMFD, 0, size, _address(memory), 0, gmem)
+    if share_with_attributes:
+        set_attributes(vm, 0, size, 0)  # RFC v1: the pages become shared, the host may touch them
+    memory[0x1000 : 0x1000 + len(GUEST_CODE)] = GUEST_CODE
+    vcpu = fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)
+    run = mmap.mmap(
+        vcpu, fcntl.ioctl(system, KVM_GET_VCPU_MMAP_SIZE, 0), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
+    )
+    sregs = bytearray(312)
+    fcntl.ioctl(vcpu, KVM_GET_SREGS, sregs, True)
+    sregs[0:8] = bytes(8)  # cs.base
+    sregs[12:14] = bytes(2)  # cs.selector
+    fcntl.ioctl(vcpu, KVM_SET_SREGS, bytes(sregs))
+    regs = [0] * 18
+    regs[16], regs[17] = 0x1000, 0x2  # rip, rflags
+    fcntl.ioctl(vcpu, KVM_SET_REGS, struct.pack("=18Q", *regs))
+    fcntl.ioctl(vcpu, KVM_RUN, 0)
+    exit_reason = struct.unpack_from("=I", run, 8)[0]
+    direction, io_size, port, count, data_offset = struct.unpack_from("=BBHIQ", run, 32)
+    memory.flush()
+    return {
+        "exit_reason": exit_reason,
+        "port": port,
+        "out_byte": run[data_offset] if exit_reason == KVM_EXIT_IO else None,
+        "guest_wrote": memory[0x2000],
+        "file_allocated": os.getxattr(gmem, "user.gmem.allocated").decode(),
+    }
+
+
+def main(argv):
+    scenario = argv[0]
+    args = [json.loads(arg) for arg in argv[1:]]
+    print(json.dumps(globals()[f"scenario_{scenario}"](*args)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

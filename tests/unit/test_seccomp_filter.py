@@ -1,0 +1,61 @@
+"""The seccomp filter of gmemfs run, executed by a tiny classic-BPF interpreter."""
+
+import struct
+
+import pytest
+
+from gmemfs.seccomp import (
+    AUDIT_ARCH_X86_64,
+    SECCOMP_RET_ALLOW,
+    SECCOMP_RET_KILL_PROCESS,
+    SECCOMP_RET_USER_NOTIF,
+    SYS_IOCTL,
+    ioctl_filter,
+)
+from gmemfs.uapi import KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2
+
+
+def run_bpf(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args=(0,) * 6) -> int:
+    """What the kernel would return for this struct seccomp_data (only LD W ABS, JEQ K, RET K)."""
+    data = struct.pack("=iIQ6Q", nr, arch, 0, *args)
+    instructions = [struct.unpack_from("=HBBI", program, offset) for offset in range(0, len(program), 8)]
+    pc, accumulator = 0, 0
+    while True:
+        code, jt, jf, k = instructions[pc]
+        if code == 0x20:
+            accumulator = struct.unpack_from("=I", data, k)[0]
+            pc += 1
+        elif code == 0x15:
+            pc += 1 + (jt if accumulator == k else jf)
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF instruction {code:#x}")
+
+
+TRAPPED = [KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2]
+FILTER = ioctl_filter(TRAPPED)
+
+
+@pytest.mark.parametrize("request_number", TRAPPED)
+def test_trapped_ioctls_go_to_the_supervisor(request_number):
+    assert run_bpf(FILTER, SYS_IOCTL, args=(3, request_number, 0, 0, 0, 0)) == SECCOMP_RET_USER_NOTIF
+
+
+def test_only_the_low_32_bits_of_the_request_count():
+    """The kernel's cmd is an unsigned int: a sign-extended number is the same ioctl."""
+    sign_extended = KVM_CREATE_GUEST_MEMFD | 0xFFFFFFFF00000000
+    assert run_bpf(FILTER, SYS_IOCTL, args=(3, sign_extended, 0, 0, 0, 0)) == SECCOMP_RET_USER_NOTIF
+
+
+@pytest.mark.parametrize("request_number", [0xAE80, 0x5401, KVM_CREATE_GUEST_MEMFD + 1])  # KVM_RUN, TCGETS
+def test_other_ioctls_run_natively(request_number):
+    assert run_bpf(FILTER, SYS_IOCTL, args=(3, request_number, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW
+
+
+def test_other_syscalls_run_natively_even_with_a_trapped_number_as_argument():
+    assert run_bpf(FILTER, 0, args=(3, KVM_CREATE_GUEST_MEMFD, 0, 0, 0, 0)) == SECCOMP_RET_ALLOW  # read(2)
+
+
+def test_another_architecture_is_killed():
+    assert run_bpf(FILTER, SYS_IOCTL, arch=0x40000003) == SECCOMP_RET_KILL_PROCESS  # i386
