@@ -82,10 +82,13 @@ class GuestMemfd:
         self.allocated.add(gap_start, gap_start + max(done, 0))
 
     def punch(self, start: int, end: int) -> None:
-        """Free the pages of [start, end); huge pages go back to the file's subpool."""
+        """Free the whole pages of [start, end) (huge pages go back to the file's subpool) and zero
+        the covered bytes of partly covered huge pages, which stay allocated: hugetlbfs's punch rule,
+        which the backing applies itself. (RFC v1's kvm_gmem_hugetlb_truncate_range() zeroes the whole
+        huge page when the range lies inside one: a bug not copied.)"""
         for run_start, run_end in list(self.allocated.overlapping(start, end)):
             self.backing.punch(run_start, run_end)
-        self.allocated.remove(start, end)
+        self.allocated.remove(-(-start // self.page_size) * self.page_size, end - end % self.page_size)
 
     def read_shared(self, offset: int, length: int) -> bytes:
         """What the host sees of shared pages (mmap faults); private pages are EINVAL (SIGBUS)."""

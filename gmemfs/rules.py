@@ -84,7 +84,8 @@ def check_creation_size(current_size: int, new_size: int, page_size: int) -> Non
 
 @dataclass(frozen=True)
 class FallocatePlan:
-    """What a valid fallocate does: allocate or punch the pages of [start, end)."""
+    """What a valid fallocate does: allocate the pages of [start, end), or punch its bytes
+    (whole pages freed, the covered bytes of partly covered huge pages zeroed)."""
 
     punch: bool
     start: int
@@ -99,10 +100,8 @@ def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: in
         raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} lacks FALLOC_FL_KEEP_SIZE")
     if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
         raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} has bits other than KEEP_SIZE and PUNCH_HOLE")
-    if offset % page_size or length % page_size:
-        raise GmemError(
-            errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is not aligned to the page size {page_size:#x}"
-        )
+    if offset % BASE_PAGE_SIZE or length % BASE_PAGE_SIZE:  # PAGE_ALIGNED, even for hugetlb files
+        raise GmemError(errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is not aligned to 4 KiB")
     if not size:
         raise GmemError(errno.EINVAL, "fallocate on a file that has no size yet")
     end = offset + length
@@ -110,7 +109,8 @@ def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: in
         return FallocatePlan(punch=True, start=min(offset, size), end=min(end, size))
     if end > size:
         raise GmemError(errno.EINVAL, f"allocating {offset:#x}+{length:#x} passes the size {size:#x}")
-    return FallocatePlan(punch=False, start=offset, end=end)
+    # kvm_gmem_allocate(): both ends round down to huge pages ([4K, 8K) allocates nothing).
+    return FallocatePlan(punch=False, start=offset - offset % page_size, end=end - end % page_size)
 
 
 def plan_conversion(offset: int, size: int, error_offset: int, file_size: int) -> "Range | None":

@@ -69,16 +69,20 @@ class ModelFile:
             return "EINVAL"  # the VFS
         if not mode & KEEP_SIZE or mode & ~(KEEP_SIZE | PUNCH_HOLE):
             return "EOPNOTSUPP"
-        if offset % self.page_size or length % self.page_size or not self.size:
-            return "EINVAL"
-        first, end = offset // self.page_size, (offset + length) // self.page_size
-        if mode & PUNCH_HOLE:
-            self.allocated -= set(range(first, min(end, self.size // self.page_size)))
+        if offset % K4 or length % K4 or not self.size:
+            return "EINVAL"  # 4 KiB alignment, even in a huge page file
+        if mode & PUNCH_HOLE:  # whole pages are freed; partly covered ones are zeroed and stay
+            first_whole = -(-offset // self.page_size)
+            self.allocated -= set(range(first_whole, min((offset + length) // self.page_size, self.pages)))
             return "OK"
         if offset + length > self.size:
             return "EINVAL"
-        self.allocated |= set(range(first, end))
+        self.allocated |= set(range(offset // self.page_size, (offset + length) // self.page_size))  # rounded down
         return "OK"
+
+    @property
+    def pages(self) -> int:
+        return self.size // self.page_size
 
     def convert(self, to_shared: bool, offset: int, size: int, error_offset: int = 0) -> str:
         if error_offset:

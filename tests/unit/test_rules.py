@@ -111,9 +111,10 @@ SIZE = 4 * P
         (0x11, 0, P, "EOPNOTSUPP"),  # ZERO_RANGE
         (0x1 | 0x8, 0, P, "EOPNOTSUPP"),  # COLLAPSE_RANGE
         (0, 1, 1, "EOPNOTSUPP"),  # mode is checked before alignment
-        (KEEP, 4096, P, "EINVAL"),
-        (KEEP, 0, P + 4096, "EINVAL"),
-        (PUNCH, 4096, P, "EINVAL"),
+        (KEEP, 512, P, "EINVAL"),  # 4 KiB alignment, even in a huge page file
+        (KEEP, 0, P + 512, "EINVAL"),
+        (PUNCH, 512, P, "EINVAL"),
+        (KEEP, SIZE - 4096, 2 * 4096, "EINVAL"),  # the size is checked before rounding down
         (KEEP, SIZE, P, "EINVAL"),  # allocate at the end
         (KEEP, SIZE - P, 2 * P, "EINVAL"),  # across the end
         (KEEP, 10 * SIZE, P, "EINVAL"),  # after the end
@@ -133,6 +134,9 @@ def test_fallocate_refusals_in_kernel_order(mode, offset, length, expected):
         (PUNCH, P, P, FallocatePlan(True, P, 2 * P)),
         (PUNCH, SIZE - P, 4 * P, FallocatePlan(True, SIZE - P, SIZE)),  # across the end: clipped
         (PUNCH, SIZE, P, FallocatePlan(True, SIZE, SIZE)),  # at the end: nothing to do
+        (KEEP, 4096, 4096, FallocatePlan(False, 0, 0)),  # inside one huge page: nothing (rounded down)
+        (KEEP, 4096, P, FallocatePlan(False, 0, P)),  # [4K, 2M+4K): page 0
+        (PUNCH, 4096, 4096, FallocatePlan(True, 4096, 2 * 4096)),  # the bytes: zeroed, page kept
         (PUNCH, 8 * SIZE, P, FallocatePlan(True, SIZE, SIZE)),
     ],
 )
