@@ -109,12 +109,6 @@ class Backing:
         """Store data in allocated pages (hugetlbfs has no write(2), so through a mapping)."""
         self._mapped()[start : start + len(data)] = data
 
-    def zero(self, start: int, end: int, page_size: int) -> None:
-        """Zero allocated pages and keep them allocated: the kernel zeroes on punch and reallocation
-        (hugetlbfs zeroes the part of a huge page that a punch only partly covers)."""
-        self.punch(start, end)
-        self.allocate(start - start % page_size, -(-end // page_size) * page_size)
-
     def _mapped(self) -> mmap.mmap:
         if self._mapping is None:
             # MAP_NORESERVE: hugetlb reservations stay exactly what the subpool holds.

@@ -109,14 +109,11 @@ class GuestMemfd:
         return len(data)
 
     def convert_to_shared(self, start: int, end: int) -> None:
-        """Private pages that become shared read as zeros; shared ones keep their contents."""
-        for private_start, private_end in list(self.shared.gaps(start, end)):
-            for run_start, run_end in list(self.allocated.overlapping(private_start, private_end)):
-                self.backing.zero(run_start, run_end, self.page_size)
+        """In place: the host now reaches the pages with what the guest left in them (RFC v2)."""
         self.shared.add(start, end)
 
     def convert_to_private(self, start: int, end: int) -> None:
-        """Contents stay in place for the guest; the host can no longer reach them."""
+        """In place: contents stay for the guest; the host can no longer reach them."""
         self.shared.remove(start, end)
 
     def evict(self) -> None:

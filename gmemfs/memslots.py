@@ -74,6 +74,7 @@ class GmemFile:
     ino: int
     size: int
     this_vm: bool
+    maps_its_range: bool = True  # RFC v2, shared files: userspace_addr maps this file at this offset
 
 
 NOT_OPEN = None  # the fd a slot names is not open: EBADF
@@ -202,6 +203,8 @@ class Memslots:
         binding = GmemBinding(gmem.ino, region.guest_memfd_offset, region.memory_size)
         if binding.offset + binding.size > gmem.size:
             raise _refuse(f"guest_memfd range {binding.offset:#x}+{binding.size:#x} passes its size {gmem.size:#x}")
+        if not gmem.maps_its_range:  # RFC v2's kvm_gmem_is_same_range()
+            raise _refuse(f"userspace_addr {region.userspace_addr:#x} does not map the file at {binding.offset:#x}")
         if any(slot.binding and slot.binding.overlaps(binding) for slot in self.slots.values()):
             raise _refuse(f"guest_memfd range {binding.offset:#x}+{binding.size:#x} is already bound")
         return binding

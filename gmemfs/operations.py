@@ -23,7 +23,7 @@ from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
 from .inodes import ROOT_INO, Handle, Inode, InodeTable
 from .options import MountOptions
-from .rules import GmemError, check_conversions, parse_flags_value, plan_conversion
+from .rules import GmemError, check_conversions, converts_anything, parse_flags_value, plan_conversion
 from .uapi import (
     BASE_PAGE_SIZE,
     CONVERSION_GRANULE,
@@ -429,10 +429,10 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOTTY)
         inode = self._writable_file(fh)  # a conversion changes the file
         gmem = inode.gmem
-        check_conversions(gmem.profile, gmem.flags)
+        check_conversions(gmem.profile)
         offset, size, error_offset, *reserved = struct.unpack(KVM_GMEM_CONVERT_STRUCT, in_buf)
         plan = plan_conversion(offset, size, error_offset, gmem.size)
-        if plan is None:
+        if plan is None or not converts_anything(gmem.profile, gmem.flags):
             return 0, in_buf
         if cmd == KVM_GMEM_CONVERT_SHARED:
             self._injected_fault("convert_shared")

@@ -16,12 +16,9 @@ from .uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     KVM_GUEST_MEMFD_HUGE_MASK,
-    KVM_GUEST_MEMFD_HUGE_SHIFT,
     U64_MAX,
     AbiProfile,
 )
-
-HUGE_SIZE_FIELD = KVM_GUEST_MEMFD_HUGE_MASK << KVM_GUEST_MEMFD_HUGE_SHIFT
 
 
 class GmemError(OSError):
@@ -39,7 +36,7 @@ def page_size_for_flags(
     if not 0 <= flags <= U64_MAX:
         raise GmemError(errno.EINVAL, f"flags {flags} do not fit in 64 bits")
     hugetlb = flags & profile.hugetlb
-    valid = profile.plain_bits | (profile.hugetlb | HUGE_SIZE_FIELD if hugetlb else 0)
+    valid = profile.plain_bits | (profile.hugetlb | profile.huge_size_field if hugetlb else 0)
     if flags & ~valid:
         raise GmemError(
             errno.EINVAL, f"flags {flags:#x}: bits {flags & ~valid:#x} are not valid in the {profile.name} ABI"
@@ -49,7 +46,7 @@ def page_size_for_flags(
             raise GmemError(errno.EINVAL, f"flags {flags:#x}: bit {bit:#x} needs bit {needed:#x} ({profile.name} ABI)")
     if not hugetlb:
         return BASE_PAGE_SIZE
-    log2 = (flags >> KVM_GUEST_MEMFD_HUGE_SHIFT) & KVM_GUEST_MEMFD_HUGE_MASK
+    log2 = (flags >> profile.huge_shift) & KVM_GUEST_MEMFD_HUGE_MASK
     page_size = default_huge_page_size if log2 == 0 else 1 << log2
     if page_size not in huge_page_sizes:
         raise GmemError(errno.EINVAL, f"flags {flags:#x}: this machine has no {page_size}-byte huge pages")
@@ -127,12 +124,17 @@ def plan_conversion(offset: int, size: int, error_offset: int, file_size: int) -
     return offset, end
 
 
-def check_conversions(profile: AbiProfile, flags: int) -> None:
-    """Conversions exist in ABIs that have them, for files that may hold shared pages."""
+def check_conversions(profile: AbiProfile) -> None:
+    """Conversions exist in ABIs that have them (ENOTTY elsewhere)."""
     if not profile.conversions:
         raise GmemError(errno.ENOTTY, f"the {profile.name} ABI has no conversion ioctls")
-    if not profile.mmap_allowed(flags):
-        raise GmemError(errno.EINVAL, f"flags {flags:#x}: this file cannot have shared pages")
+
+
+def converts_anything(profile: AbiProfile, flags: int) -> bool:
+    """Whether a valid conversion changes the file: RFC v2 keeps shareability only for files
+    with SUPPORT_SHARED (kvm_gmem_inode_make_secure_inode); on the others its conversion finds
+    no work and succeeds (kvm_gmem_convert_range)."""
+    return profile.mmap_allowed(flags)
 
 
 def check_host_access(shared: "RangeSet", start: int, end: int, what: str) -> None:

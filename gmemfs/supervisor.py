@@ -30,9 +30,9 @@ import trio
 from .client import ConversionError, convert_private, convert_shared, create_guest_memfd
 from .hugepages import HugePageSupport
 from .memslots import GmemFile, MemoryRegion, Memslots
-from .rules import GmemError, check_creation_size, page_size_for_flags
+from .rules import GmemError, check_creation_size, page_size_for_flags, parse_flags_value
 from .seccomp import Listener, Notification
-from .tracee import copy_fd, fd_stat, fd_target, read_memory, same_file, write_memory
+from .tracee import copy_fd, fd_stat, fd_target, mapped_file_offset, read_memory, same_file, write_memory
 from .uapi import (
     KVM_CAP_MULTI_ADDRESS_SPACE,
     KVM_CHECK_EXTENSION,
@@ -45,6 +45,7 @@ from .uapi import (
     KVM_SET_USER_MEMORY_REGION2,
     KVM_USER_MEMORY_REGION2_STRUCT,
     KVM_USER_MEMORY_REGION_STRUCT,
+    XATTR_FLAGS,
     AbiProfile,
 )
 
@@ -231,7 +232,13 @@ class GuestMemfdSupervisor:
             return None  # EBADF, after KVM's other checks (memslots.py)
         if status.st_dev != self.mount_device:
             return KERNEL
-        return GmemFile(status.st_ino, status.st_size, this_vm=self.file_owner.get(status.st_ino) is vm)
+        maps_its_range = True
+        if self.profile.binds_mapping_only and region.userspace_addr:
+            flags = parse_flags_value(os.getxattr(f"/proc/{pid}/fd/{region.guest_memfd}", XATTR_FLAGS))
+            if self.profile.mmap_allowed(flags):
+                maps_its_range = mapped_file_offset(pid, region.userspace_addr, status) == region.guest_memfd_offset
+        this_vm = self.file_owner.get(status.st_ino) is vm
+        return GmemFile(status.st_ino, status.st_size, this_vm, maps_its_range)
 
     def _forget_unbound_files(self, vm: Vm) -> None:
         bound = {slot.binding.file for slot in vm.memslots.slots.values() if slot.binding}

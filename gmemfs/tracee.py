@@ -89,3 +89,17 @@ def same_file(our_fd: int, pid: int, fd: int) -> bool:
     """Whether pid's fd is the very open file behind our_fd (kcmp KCMP_FILE)."""
     result = _libc.syscall(SYS_KCMP, os.getpid(), pid, KCMP_FILE, our_fd, fd)
     return result == 0
+
+
+def mapped_file_offset(pid: int, address: int, file: os.stat_result) -> "int | None":
+    """The offset in `file` that address maps in pid (None: not a mapping of that file)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            if start <= address < end:
+                major, minor = (int(value, 16) for value in fields[3].split(":"))
+                if os.makedev(major, minor) != file.st_dev or int(fields[4]) != file.st_ino:
+                    return None
+                return int(fields[2], 16) + address - start
+    return None

@@ -12,9 +12,9 @@ KVM_GUEST_MEMFD_HUGE_SHIFT = 26  # HUGETLB_FLAG_ENCODE_SHIFT
 KVM_GUEST_MEMFD_HUGE_MASK = 0x3F  # HUGETLB_FLAG_ENCODE_MASK
 
 
-def huge_flag(log2_page_size: int) -> int:
-    """The size field that selects a huge page of 2**log2_page_size bytes."""
-    return log2_page_size << KVM_GUEST_MEMFD_HUGE_SHIFT
+def huge_flag(log2_page_size: int, shift: int = KVM_GUEST_MEMFD_HUGE_SHIFT) -> int:
+    """The size field that selects a huge page of 2**log2_page_size bytes (RFC v1's field by default)."""
+    return log2_page_size << shift
 
 
 KVM_GUEST_MEMFD_HUGE_64KB = huge_flag(16)
@@ -53,6 +53,9 @@ XATTR_ABI = b"user.gmem.abi"  # on the mount's root: the ABI profile's name
 GUEST_MEMFD_FLAG_SUPPORT_SHARED = 1 << 0  # RFC v2
 GUEST_MEMFD_FLAG_INIT_PRIVATE = 1 << 1  # RFC v2
 GUEST_MEMFD_FLAG_HUGETLB_V2 = 1 << 2  # RFC v2
+GUESTMEM_HUGETLB_FLAG_SHIFT = 58  # RFC v2 (include/uapi/linux/guestmem.h): the size field is bits 58..63
+GUESTMEM_HUGETLB_FLAG_2MB = huge_flag(21, GUESTMEM_HUGETLB_FLAG_SHIFT)
+GUESTMEM_HUGETLB_FLAG_1GB = huge_flag(30, GUESTMEM_HUGETLB_FLAG_SHIFT)
 GUEST_MEMFD_FLAG_MMAP = 1 << 0  # mainline
 GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1  # mainline
 
@@ -98,6 +101,7 @@ class AbiProfile:
 
     name: str
     hugetlb: int = 0  # the HUGETLB bit; 0 where the ABI has no hugetlb support
+    huge_shift: int = KVM_GUEST_MEMFD_HUGE_SHIFT  # where the 6-bit log2 page size field starts
     mmap: int = 0  # the bit that allows mmap; 0 where mmap is always allowed
     init_shared: int = 0  # the bit that makes pages start shared
     init_private: int = 0  # the bit that makes pages start private (others start shared)
@@ -106,11 +110,16 @@ class AbiProfile:
     mmap_supported: bool = True  # False where guest_memfd has no mmap at all (ENODEV)
     memory_attributes: int = 0  # KVM_SET_MEMORY_ATTRIBUTES converts the file's pages (RFC v1)
     capabilities: tuple[tuple[int, int], ...] = ()  # KVM_CHECK_EXTENSION answers on /dev/kvm and VM fds
+    binds_mapping_only: bool = False  # a shared file's memslot must map it at its offset (RFC v2)
 
     @property
     def plain_bits(self) -> int:
         """Flag bits valid with or without HUGETLB."""
         return self.mmap | self.init_shared | self.init_private
+
+    @property
+    def huge_size_field(self) -> int:
+        return KVM_GUEST_MEMFD_HUGE_MASK << self.huge_shift
 
     def mmap_allowed(self, flags: int) -> bool:
         return self.mmap_supported and (not self.mmap or bool(flags & self.mmap))
@@ -135,10 +144,12 @@ RFC_V1 = AbiProfile(
 RFC_V2 = AbiProfile(
     name="rfc-v2",
     hugetlb=GUEST_MEMFD_FLAG_HUGETLB_V2,
+    huge_shift=GUESTMEM_HUGETLB_FLAG_SHIFT,
     mmap=GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     init_private=GUEST_MEMFD_FLAG_INIT_PRIVATE,
     requires=((GUEST_MEMFD_FLAG_INIT_PRIVATE, GUEST_MEMFD_FLAG_SUPPORT_SHARED),),
     capabilities=_BEFORE_GUEST_MEMFD_FLAGS,
+    binds_mapping_only=True,
 )
 LINUX_6_8 = AbiProfile(  # mainline 6.8 to 6.17: no creation flag, no mmap
     name="linux-6.8", mmap_supported=False, conversions=False, capabilities=_BEFORE_GUEST_MEMFD_FLAGS
@@ -164,4 +175,4 @@ def flags_for_page_size(page_size: int, profile: AbiProfile = DEFAULT_ABI) -> in
         return 0
     if not profile.hugetlb:
         raise ValueError(f"the {profile.name} ABI has no hugetlb pages")
-    return profile.hugetlb | huge_flag(page_size.bit_length() - 1)
+    return profile.hugetlb | huge_flag(page_size.bit_length() - 1, profile.huge_shift)

@@ -13,7 +13,8 @@ from gmemfs import create_guest_memfd
 K4, M2 = 4096, 2 << 20
 V2_SUPPORT_SHARED, V2_INIT_PRIVATE, V2_HUGETLB = 1 << 0, 1 << 1, 1 << 2
 UP_MMAP, UP_INIT_SHARED = 1 << 0, 1 << 1
-HUGE_2MB = 21 << 26
+HUGE_2MB = 21 << 26  # RFC v1's size field
+V2_HUGE_2MB = 21 << 58  # RFC v2's: GUESTMEM_HUGETLB_FLAG_SHIFT 58 (include/uapi/linux/guestmem.h)
 
 
 @pytest.fixture
@@ -37,7 +38,8 @@ TABLE = [
     ("rfc-v2", V2_SUPPORT_SHARED, "OK", K4, True, True),
     ("rfc-v2", V2_SUPPORT_SHARED | V2_INIT_PRIVATE, "OK", K4, False, True),
     ("rfc-v2", V2_INIT_PRIVATE, "EINVAL", None, None, None),  # INIT_PRIVATE needs SUPPORT_SHARED
-    ("rfc-v2", V2_HUGETLB | HUGE_2MB | V2_SUPPORT_SHARED, "OK", M2, True, True),
+    ("rfc-v2", V2_HUGETLB | V2_HUGE_2MB | V2_SUPPORT_SHARED, "OK", M2, True, True),
+    ("rfc-v2", V2_HUGETLB | HUGE_2MB | V2_SUPPORT_SHARED, "EINVAL", None, None, None),  # RFC v1's field
     ("rfc-v2", 1 << 1 | HUGE_2MB, "EINVAL", None, None, None),  # the seed's HUGETLB bit is INIT_PRIVATE here
     ("rfc-v2", 1 << 3, "EINVAL", None, None, None),
     ("upstream", 0, "OK", K4, False, False),
@@ -86,10 +88,14 @@ def test_upstream_has_no_conversion_ioctls(abi_dir):
 
 
 @pytest.mark.parametrize("abi_dir", ["rfc-v2"], indirect=True)
-def test_rfc_v2_conversions_need_support_shared(abi_dir):
+def test_rfc_v2_conversions_without_support_shared_do_nothing(abi_dir):
+    """RFC v2 keeps no shareability for such files: kvm_gmem_convert_range() finds no work, returns 0."""
     fd = create_guest_memfd(abi_dir, 2 * K4, 0)
     try:
-        assert convert(fd, "shared", 0, K4) == ("EINVAL", 0)
+        assert convert(fd, "shared", 0, K4) == ("OK", 0)
+        assert xattr(fd, "shared") == ""
+        assert convert(fd, "shared", K4, 4 * K4) == ("EINVAL", 0), "the arguments are still checked first"
+        assert convert(fd, "private", 0, K4, error_offset=K4) == ("EINVAL", K4)
     finally:
         os.close(fd)
     fd = create_guest_memfd(abi_dir, 2 * K4, V2_SUPPORT_SHARED | V2_INIT_PRIVATE)

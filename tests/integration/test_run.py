@@ -23,20 +23,20 @@ from gmemfs.uapi import (
     GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,
     GUEST_MEMFD_FLAG_SUPPORT_SHARED,
+    GUESTMEM_HUGETLB_FLAG_2MB,
     KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS,
     KVM_CAP_MEMORY_ATTRIBUTES,
     KVM_GUEST_MEMFD_HUGE_2MB,
     KVM_GUEST_MEMFD_HUGETLB,
     KVM_MEMORY_ATTRIBUTE_PRIVATE,
-    huge_flag,
 )
 
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
 
 GMEMFS = [sys.executable, "-m", "gmemfs"]
 RFC_V1_HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
-RFC_V2_HUGE_2M = GUEST_MEMFD_FLAG_HUGETLB_V2 | GUEST_MEMFD_FLAG_SUPPORT_SHARED | huge_flag(21)
+RFC_V2_HUGE_2M = GUEST_MEMFD_FLAG_HUGETLB_V2 | GUEST_MEMFD_FLAG_SUPPORT_SHARED | GUESTMEM_HUGETLB_FLAG_2MB
 
 
 def gmemfs_run(*options: str, program: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
@@ -181,6 +181,19 @@ BINDING_RULES = {
 @pytest.mark.parametrize("abi", ["rfc-v1", "upstream"])
 def test_memslot_binding_rules(abi):
     assert run_json("-o", f"abi={abi}", program=kvm_client("bind")) == BINDING_RULES
+
+
+def test_rfc_v2_binds_a_shared_file_only_where_userspace_addr_maps_it():
+    """kvm_gmem_bind() of RFC v2: kvm_gmem_supports_shared() && userspace_addr && !kvm_gmem_is_same_range()."""
+    answers = run_json("-o", "abi=rfc-v2", program=kvm_client("bind_mapping", GUEST_MEMFD_FLAG_SUPPORT_SHARED))
+    assert answers == {
+        "anonymous_memory": "EINVAL",
+        "its_own_mapping": "OK",
+        "mapping_at_another_offset": "EINVAL",
+        "mapping_at_its_offset": "OK",
+        "no_userspace_addr": "OK",
+        "plain_file_anonymous_memory": "OK",
+    }
 
 
 def test_memslot_binding_rules_match_this_kernels_guest_memfd():

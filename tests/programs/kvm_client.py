@@ -126,6 +126,26 @@ def scenario_bind():
     return {name: result(set_region, vm, *args) for name, args in cases.items()}
 
 
+def scenario_bind_mapping(shared_flags):
+    """RFC v2: a SUPPORT_SHARED file binds only where userspace_addr maps it at guest_memfd_offset."""
+    vm = create_vm()
+    G = KVM_MEM_GUEST_MEMFD
+    shared = create_guest_memfd(vm, 0x8000, shared_flags)
+    plain = create_guest_memfd(vm, 0x8000, 0)
+    anonymous = mmap.mmap(-1, 0x8000)
+    view = mmap.mmap(shared, 0x8000, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    return {
+        "anonymous_memory": result(set_region, vm, 1, G, 0x100000, 0x1000, _address(anonymous), 0, shared),
+        "its_own_mapping": result(set_region, vm, 2, G, 0x200000, 0x1000, _address(view), 0, shared),
+        "mapping_at_another_offset": result(set_region, vm, 3, G, 0x300000, 0x1000, _address(view), 0x2000, shared),
+        "mapping_at_its_offset": result(
+            set_region, vm, 4, G, 0x400000, 0x1000, _address(view) + 0x2000, 0x2000, shared
+        ),
+        "no_userspace_addr": result(set_region, vm, 5, G, 0x500000, 0x1000, 0, 0x4000, shared),
+        "plain_file_anonymous_memory": result(set_region, vm, 6, G, 0x600000, 0x1000, _address(anonymous), 0, plain),
+    }
+
+
 def _address(buffer: mmap.mmap) -> int:
     import ctypes
 

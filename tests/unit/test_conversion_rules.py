@@ -5,9 +5,16 @@ from support.syscalls import errno_name
 
 from gmemfs.host_mappings import _locked_in_smaps
 from gmemfs.ranges import RangeSet, format_ranges, parse_ranges
-from gmemfs.rules import GmemError, check_conversions, check_host_access, page_size_for_flags, plan_conversion
+from gmemfs.rules import (
+    GmemError,
+    check_conversions,
+    check_host_access,
+    converts_anything,
+    page_size_for_flags,
+    plan_conversion,
+)
 from gmemfs.status import Segment, segments
-from gmemfs.uapi import RFC_V1, RFC_V2, UPSTREAM
+from gmemfs.uapi import LINUX_6_8, RFC_V1, RFC_V2, UPSTREAM
 
 K4 = 4096
 SIZE = 16 * K4
@@ -48,17 +55,24 @@ def test_profiles_say_who_starts_shared_and_who_may_mmap():
 
 def test_profile_flag_rules():
     sizes, default = frozenset({2 << 20}), 2 << 20
-    assert page_size_for_flags(1 << 2 | 21 << 26, RFC_V2, sizes, default) == 2 << 20
+    assert page_size_for_flags(1 << 2 | 21 << 58, RFC_V2, sizes, default) == 2 << 20
+    assert refused(page_size_for_flags, 1 << 2 | 21 << 26, RFC_V2, sizes, default) == "EINVAL", "RFC v1's field"
     assert refused(page_size_for_flags, 1 << 1, RFC_V2, sizes, default) == "EINVAL"
     assert refused(page_size_for_flags, 1 << 2, UPSTREAM, sizes, default) == "EINVAL"
     assert page_size_for_flags(3, UPSTREAM, sizes, default) == K4
 
 
 def test_conversions_exist_per_profile():
-    check_conversions(RFC_V1, 0)
-    assert refused(check_conversions, UPSTREAM, 1) == "ENOTTY"
-    assert refused(check_conversions, RFC_V2, 0) == "EINVAL"
-    check_conversions(RFC_V2, 1)
+    check_conversions(RFC_V1)
+    check_conversions(RFC_V2)
+    assert refused(check_conversions, UPSTREAM) == "ENOTTY"
+    assert refused(check_conversions, LINUX_6_8) == "ENOTTY"
+
+
+def test_rfc_v2_converts_only_files_with_support_shared():
+    assert converts_anything(RFC_V1, 0)
+    assert not converts_anything(RFC_V2, 0)
+    assert converts_anything(RFC_V2, 1)
 
 
 def test_host_access_names_the_first_private_page():

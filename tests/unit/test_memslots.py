@@ -99,3 +99,8 @@ def test_bound_ranges_map_guest_physical_to_file_offsets():
     errno_of(slots, region(slot=0, gpa=0x100000, size=0x2000, offset=0x1000))
     errno_of(slots, region(slot=1, flags=0, gpa=0x200000))
     assert list(slots.bound_ranges(0x101000, 0x300000)) == [(7, 0x2000, 0x1000)]
+
+
+def test_rfc_v2_refuses_a_shared_file_that_userspace_addr_does_not_map():
+    elsewhere = GmemFile(ino=7, size=0x4000, this_vm=True, maps_its_range=False)
+    assert errno_of(Memslots(), region(), gmem=elsewhere) == "EINVAL"
