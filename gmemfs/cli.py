@@ -140,8 +140,8 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for:
     support = HugePageSupport.probe()
     check_machine(mountpoint, options, support)
     operations = GmemOperations(options, mountpoint, support)
-    if not hasattr(pyfuse3.Operations, "fallocate"):
-        raise UsageError("this pyfuse3 lacks the fallocate handler: install the patched build (./bootstrap)")
+    if not (hasattr(pyfuse3.Operations, "fallocate") and hasattr(pyfuse3.RequestContext, "interrupted")):
+        raise UsageError("this pyfuse3 lacks gmemfs's patch series: install the patched build (./bootstrap install)")
     pyfuse3.init(operations, mountpoint, options.fuse_options())
     try:
         if not foreground:
