@@ -17,6 +17,7 @@ from .uapi import (
     KVM_CHECK_EXTENSION,
     KVM_CREATE_GUEST_MEMFD,
     KVM_SET_MEMORY_ATTRIBUTES,
+    KVM_SET_MEMORY_ATTRIBUTES2,
     KVM_SET_USER_MEMORY_REGION,
     KVM_SET_USER_MEMORY_REGION2,
     AbiProfile,
@@ -29,8 +30,8 @@ TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)  # gmemfs run ignores them (t
 def trapped_requests(profile: AbiProfile) -> list[int]:
     """The ioctls whose answer depends on guest_memfd support: the supervisor sees these, and only these."""
     requests = [KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2]
-    if profile.memory_attributes:
-        requests.append(KVM_SET_MEMORY_ATTRIBUTES)
+    if profile.memory_attributes or KVM_SET_MEMORY_ATTRIBUTES2 in profile.conversion_ioctls:
+        requests.append(KVM_SET_MEMORY_ATTRIBUTES)  # RFC v1 converts with it; v7 removed it (ENOTTY)
     return requests
 
 

@@ -54,3 +54,8 @@ class FaultInjector:
             if rule.operation == operation and rule.nth in (0, self.calls[operation]):
                 return rule.err
         return None
+
+
+def halfway(start: int, end: int, page_size: int) -> int:
+    """Where an injected allocation failure lands: after the first half of the pages."""
+    return start + (end - start) // page_size // 2 * page_size

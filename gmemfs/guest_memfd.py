@@ -4,11 +4,18 @@ The rules module decides; this class applies the decision to the kernel memory
 and keeps the page bookkeeping (runs, never pages) in step with it.
 """
 
+import errno
+import threading
+from collections.abc import Callable
+
+import trio
+
 from .backing import Backing
 from .hugepages import HugePageSupport
 from .ranges import RangeSet, format_ranges
 from .rules import (
     FallocatePlan,
+    GmemError,
     check_creation_size,
     check_flags_change,
     check_host_access,
@@ -24,9 +31,37 @@ from .uapi import (
     AbiProfile,
 )
 
+ALLOCATION_CHUNK = 2 << 20  # a signal to the caller is noticed between chunks
+
 
 class GuestMemfd:
-    __slots__ = ("allocated", "backing", "flags", "page_size", "profile", "shared", "size", "support")
+    """The state of one gmem file, as the kernel's gmem_inode holds it.
+
+    Concurrency: the daemon's trio loop makes every change, except allocations large
+    enough to run in a worker thread and the kernel's cache invalidation. Hence:
+    - `lock` (a threading.Lock) guards the bookkeeping (`allocated`, `shared`,
+      `draining`) for a few list operations at a time, so the loop and a worker
+      never see it half-changed; nobody blocks while holding it.
+    - `busy` (a trio.Lock) serializes page changes that wait (a threaded allocation,
+      a conversion waiting for the kernel's writeback). It is taken only by them and
+      by changes that arrive while one is under way. writepage never takes it: a
+      conversion holds it while the kernel writes dirty pages back through writepage.
+    """
+
+    __slots__ = (
+        "allocated",
+        "backing",
+        "busy",
+        "draining",
+        "flags",
+        "host_mapped",
+        "lock",
+        "page_size",
+        "profile",
+        "shared",
+        "size",
+        "support",
+    )
 
     def __init__(self, flags: int, profile: AbiProfile, support: HugePageSupport) -> None:
         self.profile = profile
@@ -37,6 +72,10 @@ class GuestMemfd:
         self.backing: Backing | None = None
         self.allocated = RangeSet()
         self.shared = RangeSet()
+        self.draining = RangeSet()  # turning private: faults refused, writeback of dirty data still taken
+        self.host_mapped = False  # the host has faulted pages in (so /proc may show it using them)
+        self.lock = threading.Lock()
+        self.busy = trio.Lock()
 
     @property
     def hugetlb(self) -> bool:
@@ -66,29 +105,44 @@ class GuestMemfd:
     def plan_fallocate(self, mode: int, offset: int, length: int) -> FallocatePlan:
         return plan_fallocate(mode, offset, length, self.page_size, self.size)
 
-    def allocate(self, start: int, end: int) -> None:
-        """Allocate (zeroed) the holes of [start, end); allocated pages keep their contents."""
-        for gap_start, gap_end in list(self.allocated.gaps(start, end)):
-            try:
-                self.backing.allocate(gap_start, gap_end)
-            except OSError:
-                self._account_partial_allocation(gap_start)
-                raise
-            self.allocated.add(gap_start, gap_end)
+    def allocate(self, start: int, end: int, interrupted: "Callable[[], bool] | None" = None) -> None:
+        """Allocate (zeroed) the holes of [start, end); allocated pages keep their contents.
+
+        As kvm_gmem_allocate(), checks for a signal to the caller between chunks: then the
+        pages done so far stay and the call fails with EINTR.
+        """
+        chunk = max(self.page_size, ALLOCATION_CHUNK)
+        with self.lock:
+            gaps = list(self.allocated.gaps(start, end))
+        for gap_start, gap_end in gaps:
+            for chunk_start in range(gap_start, gap_end, chunk):
+                if interrupted and interrupted():
+                    raise GmemError(errno.EINTR, f"allocation interrupted by a signal at {chunk_start:#x}")
+                chunk_end = min(chunk_start + chunk, gap_end)
+                try:
+                    self.backing.allocate(chunk_start, chunk_end)
+                except OSError:
+                    self._account_partial_allocation(chunk_start)
+                    raise
+                with self.lock:
+                    self.allocated.add(chunk_start, chunk_end)
 
     def _account_partial_allocation(self, gap_start: int) -> None:
         """The kernel fills a hole from its start, so the st_blocks growth says how far it got."""
-        done = self.backing.allocated_bytes() - self.allocated.total
-        self.allocated.add(gap_start, gap_start + max(done, 0))
+        with self.lock:
+            done = self.backing.allocated_bytes() - self.allocated.total
+            self.allocated.add(gap_start, gap_start + max(done, 0))
 
     def punch(self, start: int, end: int) -> None:
         """Free the whole pages of [start, end) (huge pages go back to the file's subpool) and zero
         the covered bytes of partly covered huge pages, which stay allocated: hugetlbfs's punch rule,
         which the backing applies itself. (RFC v1's kvm_gmem_hugetlb_truncate_range() zeroes the whole
         huge page when the range lies inside one: a bug not copied.)"""
-        for run_start, run_end in list(self.allocated.overlapping(start, end)):
+        with self.lock:
+            runs = list(self.allocated.overlapping(start, end))
+            self.allocated.remove(-(-start // self.page_size) * self.page_size, end - end % self.page_size)
+        for run_start, run_end in runs:
             self.backing.punch(run_start, run_end)
-        self.allocated.remove(-(-start // self.page_size) * self.page_size, end - end % self.page_size)
 
     def read_shared(self, offset: int, length: int) -> bytes:
         """What the host sees of shared pages (mmap faults); private pages are EINVAL (SIGBUS)."""
@@ -103,18 +157,28 @@ class GuestMemfd:
         end = min(offset + len(data), self.size)
         if offset >= end:
             return len(data)
-        check_host_access(self.shared, offset, end, "write back")
+        with self.lock:
+            check_host_access(self.shared, offset, end, "write back", draining=self.draining)
         self.allocate(offset - offset % self.page_size, -(-end // self.page_size) * self.page_size)
         self.backing.write(offset, data[: end - offset])
         return len(data)
 
     def convert_to_shared(self, start: int, end: int) -> None:
         """In place: the host now reaches the pages with what the guest left in them (RFC v2)."""
-        self.shared.add(start, end)
+        with self.lock:
+            self.shared.add(start, end)
 
-    def convert_to_private(self, start: int, end: int) -> None:
-        """In place: contents stay for the guest; the host can no longer reach them."""
-        self.shared.remove(start, end)
+    def begin_private(self, start: int, end: int) -> None:
+        """Refuse host faults on [start, end) from now on, but still take the writeback of
+        what the host wrote while the pages were shared (the kernel is about to flush it)."""
+        with self.lock:
+            self.shared.remove(start, end)
+            self.draining.add(start, end)
+
+    def end_private(self, start: int, end: int) -> None:
+        """The kernel holds no copy of [start, end) any more: the pages are the guest's alone."""
+        with self.lock:
+            self.draining.remove(start, end)
 
     def evict(self) -> None:
         """Release every page and the whole reservation at once (evict_inode)."""

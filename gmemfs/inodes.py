@@ -10,8 +10,6 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-import trio
-
 from .guest_memfd import GuestMemfd
 
 ROOT_INO = 1  # FUSE_ROOT_ID
@@ -33,8 +31,6 @@ class Inode:
     entries: "dict[bytes, int] | None" = None  # directories only
     parent: int = ROOT_INO  # the directory it was last linked into
     gmem: "GuestMemfd | None" = None  # regular files only
-    host_mapped: bool = False  # the host has faulted pages in (so /proc may show it using them)
-    busy: trio.Lock = field(default_factory=trio.Lock)  # serializes page changes
 
     def __post_init__(self) -> None:
         self.mtime_ns = self.ctime_ns = self.atime_ns

@@ -11,13 +11,12 @@ import json
 import logging
 import os
 import stat
-import struct
 
 import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .faults import FaultInjector
+from .faults import FaultInjector, halfway
 from .guest_memfd import GuestMemfd
 from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
@@ -27,18 +26,17 @@ from .rules import GmemError, check_conversions, converts_anything, parse_flags_
 from .uapi import (
     BASE_PAGE_SIZE,
     CONVERSION_GRANULE,
-    KVM_GMEM_CONVERT_PRIVATE,
-    KVM_GMEM_CONVERT_SHARED,
-    KVM_GMEM_CONVERT_STRUCT,
     XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
     XATTR_UNLINKED,
+    ConversionRequest,
 )
 
 log = logging.getLogger(__name__)
 
 THREADED_ALLOCATION = 64 << 20  # larger allocations run off the event loop
+LOCKED_PAGE_SCAN_TIMEOUT = 2.0  # seconds the /proc scan for mlock()ed pages may take
 
 
 def _request(target: str, quiet: bool = False):
@@ -216,7 +214,7 @@ class GmemOperations(pyfuse3.Operations):
             if inode.gmem is None:
                 raise FUSEError(errno.EISDIR)
             self._injected_fault("create")
-            await self._serialized(inode, inode.gmem.create, attr.st_size)
+            await self._serialized(inode.gmem, inode.gmem.create, attr.st_size)
             inode.touch()
         if fields.update_mode:
             inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(attr.st_mode)
@@ -364,9 +362,9 @@ class GmemOperations(pyfuse3.Operations):
     @_request("fh", quiet=True)
     async def read(self, fh, off, size):
         """Page faults (and, the one allowed difference, read(2)) of shared pages."""
-        inode = self._file(fh)
-        data = inode.gmem.read_shared(off, size)
-        inode.host_mapped = True
+        gmem = self._file(fh).gmem
+        data = gmem.read_shared(off, size)
+        gmem.host_mapped = True
         return data
 
     @_request("fh")
@@ -375,14 +373,10 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def writepage(self, fh, off, buf):
-        """Writeback of the host's writes through a shared mapping.
-
-        Never waits for inode.busy: a conversion to private holds it while the kernel
-        writes dirty pages back through this very handler (deadlock, tried).
-        """
-        inode = self._file(fh)
-        written = inode.gmem.write_shared(off, buf)
-        inode.host_mapped = True
+        """Writeback of the host's writes through a shared mapping (never waits: see GuestMemfd)."""
+        gmem = self._file(fh).gmem
+        written = gmem.write_shared(off, buf)
+        gmem.host_mapped = True
         return written
 
     async def flush(self, fh):
@@ -402,76 +396,101 @@ class GmemOperations(pyfuse3.Operations):
         plan = gmem.plan_fallocate(mode, offset, length)
         if plan.punch:
             self._injected_fault("punch")
-            await self._serialized(inode, gmem.punch, plan.start, plan.end)
+            await self._serialized(gmem, gmem.punch, plan.start, plan.end)
             return
         try:
-            fault = self.faults.trip("allocate")
-            if fault:  # fail halfway, as an interrupted or starved allocation does
-                halfway = plan.start + (plan.end - plan.start) // gmem.page_size // 2 * gmem.page_size
-                await self._serialized(inode, gmem.allocate, plan.start, halfway)
-                raise GmemError(fault, f"injected fault: allocate (pages up to {halfway:#x} allocated)")
-            if plan.end - plan.start >= THREADED_ALLOCATION:
-                async with inode.busy:
-                    await trio.to_thread.run_sync(gmem.allocate, plan.start, plan.end)
-            else:
-                await self._serialized(inode, gmem.allocate, plan.start, plan.end)
+            await self._allocate(gmem, plan.start, plan.end, ctx)
         except OSError:
             # Pages done so far stay; the kernel keeps its cached st_blocks after a failed
             # fallocate, so tell it to ask again.
             pyfuse3.invalidate_inode(inode.ino, attr_only=True)
             raise
 
+    async def _allocate(self, gmem: GuestMemfd, start: int, end: int, ctx) -> None:
+        """Large allocations run in a worker thread and stop with EINTR when the caller gets a signal."""
+        fault = self.faults.trip("allocate")
+        stop = halfway(start, end, gmem.page_size) if fault else end
+        if stop - start >= THREADED_ALLOCATION:
+            async with gmem.busy:
+                await trio.to_thread.run_sync(gmem.allocate, start, stop, lambda: ctx.interrupted)
+        else:
+            await self._serialized(gmem, gmem.allocate, start, stop)
+        if fault:
+            raise GmemError(fault, f"injected fault: allocate (pages up to {stop:#x} allocated)")
+
     @_request("fh")
     async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
-        if cmd not in (KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_PRIVATE) or flags & pyfuse3.FUSE_IOCTL_DIR:
+        handle = self._handle(fh)
+        gmem = handle.inode.gmem
+        if gmem is None or flags & pyfuse3.FUSE_IOCTL_DIR:
             raise FUSEError(errno.ENOTTY)
-        if self._handle(fh).inode.gmem is None:
-            raise FUSEError(errno.ENOTTY)
-        inode = self._writable_file(fh)  # a conversion changes the file
-        gmem = inode.gmem
-        check_conversions(gmem.profile)
-        offset, size, error_offset, *reserved = struct.unpack(KVM_GMEM_CONVERT_STRUCT, in_buf)
-        plan = plan_conversion(offset, size, error_offset, gmem.size)
+        check_conversions(gmem.profile, cmd)
+        if not handle.writable:  # a conversion changes the file, as fallocate does
+            raise FUSEError(errno.EBADF)
+        request = ConversionRequest.decode(cmd, in_buf)
+        plan = plan_conversion(request, gmem.size)
         if plan is None or not converts_anything(gmem.profile, gmem.flags):
             return 0, in_buf
-        if cmd == KVM_GMEM_CONVERT_SHARED:
+        if not request.to_private:
             self._injected_fault("convert_shared")
-            await self._serialized(inode, gmem.convert_to_shared, *plan)
+            await self._serialized(gmem, gmem.convert_to_shared, *plan)
             return 0, in_buf
-        fault = self.faults.trip("convert_private")
-        if fault == errno.EAGAIN:
-            log.info("%s: injected fault: conversion to private (EAGAIN)", self._describe("fh", fh))
-            return -errno.EAGAIN, struct.pack(KVM_GMEM_CONVERT_STRUCT, offset, size, offset, *reserved)
-        if fault:
-            raise GmemError(fault, "injected fault: convert_private")
-        busy = self._first_locked_page(inode, *plan)
-        if busy is not None:
+        in_use = await self._page_in_use(handle.inode, *plan)
+        if in_use is not None:
             log.info(
-                "%s: conversion to private: page %#x is locked by a host process (EAGAIN)",
-                self._describe("fh", fh),
-                busy,
+                "%s: conversion to private: page %#x is in use by the host (EAGAIN)", self._describe("fh", fh), in_use
             )
-            return -errno.EAGAIN, struct.pack(KVM_GMEM_CONVERT_STRUCT, offset, size, busy, *reserved)
-        if inode.host_mapped:
-            async with inode.busy:
-                await self._drop_host_copies(inode)
-                gmem.convert_to_private(*plan)
-        else:
-            await self._serialized(inode, gmem.convert_to_private, *plan)
+            return -errno.EAGAIN, request.encode(error_offset=in_use)
+        await self._convert_to_private(handle.inode, *plan)
         return 0, in_buf
 
-    def _first_locked_page(self, inode: Inode, start: int, end: int) -> "int | None":
-        """The first page of [start, end) a host process keeps mlock()ed: 'still in use' (EAGAIN)."""
-        if not inode.host_mapped:
+    async def _page_in_use(self, inode: Inode, start: int, end: int) -> "int | None":
+        """The first page of [start, end) a host process keeps mlock()ed ('still in use': EAGAIN).
+
+        Read from /proc in a worker thread, bounded: a client stuck in the kernel while it
+        holds its mmap_lock must not stall the event loop, nor a conversion forever.
+        """
+        fault = self.faults.trip("convert_private")
+        if fault == errno.EAGAIN:
+            return start
+        if fault:
+            raise GmemError(fault, "injected fault: convert_private")
+        if not inode.gmem.host_mapped:
             return None  # never faulted in, so nobody can hold it
+        with trio.move_on_after(LOCKED_PAGE_SCAN_TIMEOUT):
+            return await trio.to_thread.run_sync(self._first_locked_page, inode.ino, start, end, abandon_on_cancel=True)
+        log.warning(
+            "%s: /proc took over %s s to answer; converting without the in-use check",
+            self._describe("ino", inode.ino),
+            LOCKED_PAGE_SCAN_TIMEOUT,
+        )
+        return None
+
+    def _first_locked_page(self, ino: int, start: int, end: int) -> "int | None":
         if self._device is None:
             self._device = fuse_device(self.mountpoint)
         busy = [
             max(start, locked_start)
-            for locked_start, locked_end in locked_ranges(self._device, inode.ino)
+            for locked_start, locked_end in locked_ranges(self._device, ino)
             if locked_start < end and locked_end > start
         ]
         return min(busy) - min(busy) % CONVERSION_GRANULE if busy else None
+
+    async def _convert_to_private(self, inode: Inode, start: int, end: int) -> None:
+        """Refuse host faults first, then drop the kernel's copies of the range (writing dirty
+        pages back, which writepage still takes), so no fault can bring a copy back."""
+        gmem = inode.gmem
+        if not gmem.host_mapped:
+            await self._serialized(gmem, gmem.begin_private, start, end)
+            gmem.end_private(start, end)
+            return
+        async with gmem.busy:
+            gmem.begin_private(start, end)
+            try:
+                invalidate = functools.partial(pyfuse3.invalidate_inode, inode.ino, offset=start, length=end - start)
+                await trio.to_thread.run_sync(invalidate)
+            finally:
+                gmem.end_private(start, end)
 
     def _injected_fault(self, operation: str) -> None:
         fault = self.faults.trip(operation)
@@ -479,22 +498,14 @@ class GmemOperations(pyfuse3.Operations):
             raise GmemError(fault, f"injected fault: {operation}")
 
     @staticmethod
-    async def _serialized(inode: Inode, change, *args):
+    async def _serialized(gmem: GuestMemfd, change, *args):
         """Run a page change after any that is under way in a thread (a large allocation,
         a conversion waiting for the kernel). Without one, no lock: taking a trio lock is
         two scheduler checkpoints, more than most changes cost."""
-        if inode.busy.locked():
-            async with inode.busy:
+        if gmem.busy.locked():
+            async with gmem.busy:
                 return change(*args)
         return change(*args)
-
-    async def _drop_host_copies(self, inode: Inode) -> None:
-        """Unmap and drop what the kernel caches of the file, writing back dirty shared pages first.
-
-        In a thread: the writeback comes back to this daemon as requests while
-        the notification is in flight.
-        """
-        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, inode.ino)
 
     # ---- inspection attributes ----------------------------------------------------------
 

@@ -16,8 +16,11 @@ from .uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     KVM_GUEST_MEMFD_HUGE_MASK,
+    KVM_MEMORY_ATTRIBUTE_PRIVATE,
+    KVM_SET_MEMORY_ATTRIBUTES2_STRUCT,
     U64_MAX,
     AbiProfile,
+    ConversionRequest,
 )
 
 
@@ -110,12 +113,38 @@ def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: in
     return FallocatePlan(punch=False, start=offset - offset % page_size, end=end - end % page_size)
 
 
-def plan_conversion(offset: int, size: int, error_offset: int, file_size: int) -> "Range | None":
-    """Check a KVM_GMEM_CONVERT_* request in the kernel's order; None when there is nothing to do."""
-    if error_offset:
-        raise GmemError(errno.EINVAL, f"conversion: error_offset must be 0 on input, not {error_offset:#x}")
-    if not size:
+def check_conversions(profile: AbiProfile, request: int) -> None:
+    """A conversion ioctl exists where the ABI has it (ENOTTY elsewhere, as for any unknown ioctl)."""
+    if request not in profile.conversion_ioctls:
+        raise GmemError(errno.ENOTTY, f"the {profile.name} ABI has no conversion ioctl {request:#x}")
+
+
+def plan_conversion(request: ConversionRequest, file_size: int) -> "Range | None":
+    """Check a conversion in its ABI's order; None when there is nothing to do."""
+    if request.layout == KVM_SET_MEMORY_ATTRIBUTES2_STRUCT:
+        return _plan_attributes2(request, file_size)
+    if request.error_offset:  # RFC v2 kvm_gmem_ioctl_convert_range()
+        raise GmemError(errno.EINVAL, f"conversion: error_offset must be 0 on input, not {request.error_offset:#x}")
+    if not request.size:
         return None
+    return _checked_range(request, file_size)
+
+
+def _plan_attributes2(request: ConversionRequest, file_size: int) -> Range:
+    """v7 kvm_gmem_set_attributes(): flags, reserved, attributes, then the range (error_offset is output only)."""
+    if request.flags:
+        raise GmemError(errno.EINVAL, f"attributes2: flags {request.flags:#x} must be 0")
+    if any(request.reserved):
+        raise GmemError(errno.EINVAL, "attributes2: reserved fields must be 0")
+    if request.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE:
+        raise GmemError(errno.EINVAL, f"attributes2: attributes {request.attributes:#x} are not supported")
+    if not request.size:
+        raise GmemError(errno.EINVAL, "attributes2: size must not be 0")
+    return _checked_range(request, file_size)
+
+
+def _checked_range(request: ConversionRequest, file_size: int) -> Range:
+    offset, size = request.offset, request.size
     end = offset + size
     if end > U64_MAX or end > file_size:
         raise GmemError(errno.EINVAL, f"conversion of {offset:#x}+{size:#x} passes the size {file_size:#x}")
@@ -124,20 +153,16 @@ def plan_conversion(offset: int, size: int, error_offset: int, file_size: int) -
     return offset, end
 
 
-def check_conversions(profile: AbiProfile) -> None:
-    """Conversions exist in ABIs that have them (ENOTTY elsewhere)."""
-    if not profile.conversions:
-        raise GmemError(errno.ENOTTY, f"the {profile.name} ABI has no conversion ioctls")
-
-
 def converts_anything(profile: AbiProfile, flags: int) -> bool:
     """Whether a valid conversion changes the file: RFC v2 keeps shareability only for files
     with SUPPORT_SHARED (kvm_gmem_inode_make_secure_inode); on the others its conversion finds
     no work and succeeds (kvm_gmem_convert_range)."""
-    return profile.mmap_allowed(flags)
+    return not profile.shareability_needs_mmap or profile.mmap_allowed(flags)
 
 
-def check_host_access(shared: "RangeSet", start: int, end: int, what: str) -> None:
-    """The host reaches shared pages only; a private one is EINVAL (a fault on it is SIGBUS)."""
-    for private_start, _ in shared.gaps(start, end):
-        raise GmemError(errno.EINVAL, f"{what} of private page {private_start:#x}")
+def check_host_access(shared: "RangeSet", start: int, end: int, what: str, draining: "RangeSet | None" = None) -> None:
+    """The host reaches shared pages only; a private one is EINVAL (a fault on it is SIGBUS).
+    Pages in `draining` are turning private: their writeback is still taken."""
+    for private_start, private_end in shared.gaps(start, end):
+        if draining is None or not draining.covers(private_start, private_end):
+            raise GmemError(errno.EINVAL, f"{what} of private page {private_start:#x}")

@@ -195,6 +195,8 @@ class GuestMemfdSupervisor:
         """kvm_vm_ioctl_set_mem_attributes(), then RFC v1's conversion of the bound file pages."""
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
+        if not self.profile.memory_attributes:  # v7 with kvm.vm_memory_attributes=0
+            raise GmemError(errno.ENOTTY, "KVM_SET_MEMORY_ATTRIBUTES: attributes live on the guest_memfd")
         address, size, attributes, flags = struct.unpack(KVM_MEMORY_ATTRIBUTES_STRUCT, self._read(call, 32))
         if flags or attributes & ~self.profile.memory_attributes:
             raise GmemError(errno.EINVAL, "memory attributes: unknown flags or attributes")

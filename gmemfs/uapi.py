@@ -4,6 +4,7 @@ Pure constants and ABI profiles, so that every other layer (and VMM code) can
 name the same bits as the hugetlb series' UAPI header.
 """
 
+import struct
 from dataclasses import dataclass
 
 # Flags of struct kvm_create_guest_memfd, in the seed's encoding (RFC v1, 2024).
@@ -66,6 +67,11 @@ KVM_GMEM_CONVERT_SHARED = (3 << 30) | (KVM_GMEM_CONVERT_SIZE << 16) | (0xAF << 8
 KVM_GMEM_CONVERT_PRIVATE = (3 << 30) | (KVM_GMEM_CONVERT_SIZE << 16) | (0xAF << 8) | 0x42
 CONVERSION_GRANULE = 4096  # conversions work on 4 KiB pages, even inside a huge page
 
+# In-place conversion series v7 (May 2026): KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd fd.
+KVM_SET_MEMORY_ATTRIBUTES2_STRUCT = "=5Q11Q"  # offset, size, attributes, flags, error_offset (out), reserved[11]
+KVM_SET_MEMORY_ATTRIBUTES2_SIZE = 128
+KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES = 249
+
 
 # KVM's own ioctls and capabilities, which `gmemfs run` answers for a program (linux/kvm.h).
 KVMIO = 0xAE
@@ -93,6 +99,50 @@ KVM_CAP_MULTI_ADDRESS_SPACE = 118
 KVM_CAP_MEMORY_ATTRIBUTES = 233
 KVM_CAP_GUEST_MEMFD = 234
 KVM_CAP_GUEST_MEMFD_FLAGS = 244
+KVM_SET_MEMORY_ATTRIBUTES2 = _ioc(_IOC_READ | _IOC_WRITE, KVMIO, 0xD2, KVM_SET_MEMORY_ATTRIBUTES2_SIZE)
+
+
+@dataclass(frozen=True)
+class ConversionRequest:
+    """A conversion as the caller's struct states it: RFC v2's kvm_gmem_convert or v7's
+    kvm_memory_attributes2, decoded by one codec so the rules see one shape."""
+
+    to_private: bool
+    offset: int
+    size: int
+    error_offset: int
+    attributes: int = 0
+    flags: int = 0
+    reserved: tuple[int, ...] = ()
+    layout: str = KVM_GMEM_CONVERT_STRUCT
+
+    @classmethod
+    def decode(cls, request: int, data: bytes) -> "ConversionRequest":
+        if request == KVM_SET_MEMORY_ATTRIBUTES2:
+            offset, size, attributes, flags, error_offset, *reserved = struct.unpack(
+                KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, data
+            )
+            to_private = bool(attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE)
+            return cls(
+                to_private,
+                offset,
+                size,
+                error_offset,
+                attributes,
+                flags,
+                tuple(reserved),
+                KVM_SET_MEMORY_ATTRIBUTES2_STRUCT,
+            )
+        offset, size, error_offset, *reserved = struct.unpack(KVM_GMEM_CONVERT_STRUCT, data)
+        return cls(request == KVM_GMEM_CONVERT_PRIVATE, offset, size, error_offset, reserved=tuple(reserved))
+
+    def encode(self, error_offset: int) -> bytes:
+        """The struct written back to the caller, error_offset filled in."""
+        if self.layout == KVM_SET_MEMORY_ATTRIBUTES2_STRUCT:
+            fields = (self.offset, self.size, self.attributes, self.flags, error_offset, *self.reserved)
+        else:
+            fields = (self.offset, self.size, error_offset, *self.reserved)
+        return struct.pack(self.layout, *fields)
 
 
 @dataclass(frozen=True)
@@ -106,7 +156,8 @@ class AbiProfile:
     init_shared: int = 0  # the bit that makes pages start shared
     init_private: int = 0  # the bit that makes pages start private (others start shared)
     requires: tuple[tuple[int, int], ...] = ()  # (bit, bit it needs): EINVAL without it
-    conversions: bool = True  # whether the KVM_GMEM_CONVERT_* ioctls exist
+    conversion_ioctls: tuple[int, ...] = (KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_PRIVATE)  # on the file
+    shareability_needs_mmap: bool = False  # only files that may be mapped keep shareability (RFC v2)
     mmap_supported: bool = True  # False where guest_memfd has no mmap at all (ENODEV)
     memory_attributes: int = 0  # KVM_SET_MEMORY_ATTRIBUTES converts the file's pages (RFC v1)
     capabilities: tuple[tuple[int, int], ...] = ()  # KVM_CHECK_EXTENSION answers on /dev/kvm and VM fds
@@ -150,22 +201,35 @@ RFC_V2 = AbiProfile(
     requires=((GUEST_MEMFD_FLAG_INIT_PRIVATE, GUEST_MEMFD_FLAG_SUPPORT_SHARED),),
     capabilities=_BEFORE_GUEST_MEMFD_FLAGS,
     binds_mapping_only=True,
+    shareability_needs_mmap=True,
 )
 LINUX_6_8 = AbiProfile(  # mainline 6.8 to 6.17: no creation flag, no mmap
-    name="linux-6.8", mmap_supported=False, conversions=False, capabilities=_BEFORE_GUEST_MEMFD_FLAGS
+    name="linux-6.8", mmap_supported=False, conversion_ioctls=(), capabilities=_BEFORE_GUEST_MEMFD_FLAGS
 )
 UPSTREAM = AbiProfile(  # mainline 6.18
     name="upstream",
     mmap=GUEST_MEMFD_FLAG_MMAP,
     init_shared=GUEST_MEMFD_FLAG_INIT_SHARED,
-    conversions=False,
+    conversion_ioctls=(),
     capabilities=(
         (KVM_CAP_GUEST_MEMFD, 1),
         (KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
     ),
 )
+INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory_attributes=0
+    name="inplace-v7",
+    mmap=GUEST_MEMFD_FLAG_MMAP,
+    init_shared=GUEST_MEMFD_FLAG_INIT_SHARED,
+    conversion_ioctls=(KVM_SET_MEMORY_ATTRIBUTES2,),
+    capabilities=(
+        (KVM_CAP_GUEST_MEMFD, 1),
+        (KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
+        (KVM_CAP_MEMORY_ATTRIBUTES, 0),  # no per-VM attributes: KVM_SET_MEMORY_ATTRIBUTES is ENOTTY
+        (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE),
+    ),
+)
 
-ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, UPSTREAM)}
+ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, UPSTREAM, INPLACE_V7)}
 DEFAULT_ABI = RFC_V1
 
 

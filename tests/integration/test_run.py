@@ -26,6 +26,7 @@ from gmemfs.uapi import (
     GUESTMEM_HUGETLB_FLAG_2MB,
     KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS,
+    KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
     KVM_CAP_MEMORY_ATTRIBUTES,
     KVM_GUEST_MEMFD_HUGE_2MB,
     KVM_GUEST_MEMFD_HUGETLB,
@@ -102,7 +103,12 @@ def test_the_same_selftest_fails_on_this_kernel_directly_because_6_18_made_flag_
 
 # ---- creation, capabilities -----------------------------------------------------------------
 
-CAPS = [KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAGS]
+CAPS = [
+    KVM_CAP_MEMORY_ATTRIBUTES,
+    KVM_CAP_GUEST_MEMFD,
+    KVM_CAP_GUEST_MEMFD_FLAGS,
+    KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
+]
 
 
 @pytest.mark.parametrize(
@@ -112,6 +118,15 @@ CAPS = [KVM_CAP_MEMORY_ATTRIBUTES, KVM_CAP_GUEST_MEMFD, KVM_CAP_GUEST_MEMFD_FLAG
         ("rfc-v2", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 0}),
         ("linux-6.8", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 0}),
         ("upstream", {KVM_CAP_GUEST_MEMFD: 1, KVM_CAP_GUEST_MEMFD_FLAGS: 3}),
+        (
+            "inplace-v7",
+            {
+                KVM_CAP_GUEST_MEMFD: 1,
+                KVM_CAP_GUEST_MEMFD_FLAGS: 3,
+                KVM_CAP_MEMORY_ATTRIBUTES: 0,
+                KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES: 8,
+            },
+        ),
     ],
 )
 def test_capabilities_per_profile_on_dev_kvm_and_vm_fds(abi, expected):
@@ -217,6 +232,17 @@ def test_rfc_v1_converts_bound_pages_with_set_memory_attributes():
         "unbound_gfns": "OK",
     }
     assert KVM_MEMORY_ATTRIBUTE_PRIVATE == 8
+
+
+def test_inplace_v7_has_no_per_vm_memory_attributes():
+    code = (
+        "import errno, fcntl, os, struct\n"
+        "vm = fcntl.ioctl(os.open('/dev/kvm', os.O_RDWR), 0xAE01, 0)\n"
+        "try: fcntl.ioctl(vm, 0x4020AED2, struct.pack('=QQQQ', 0, 4096, 8, 0))\n"
+        "except OSError as error: print(errno.errorcode[error.errno])\n"
+    )
+    result = gmemfs_run("-o", "abi=inplace-v7", program=[sys.executable, "-c", code])
+    assert result.stdout.strip() == "ENOTTY", result.stderr
 
 
 @pytest.mark.parametrize(

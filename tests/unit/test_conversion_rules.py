@@ -1,4 +1,5 @@
 import io
+import struct
 
 import pytest
 from support.syscalls import errno_name
@@ -14,7 +15,18 @@ from gmemfs.rules import (
     plan_conversion,
 )
 from gmemfs.status import Segment, segments
-from gmemfs.uapi import LINUX_6_8, RFC_V1, RFC_V2, UPSTREAM
+from gmemfs.uapi import (
+    INPLACE_V7,
+    KVM_GMEM_CONVERT_PRIVATE,
+    KVM_GMEM_CONVERT_SHARED,
+    KVM_SET_MEMORY_ATTRIBUTES2,
+    KVM_SET_MEMORY_ATTRIBUTES2_STRUCT,
+    LINUX_6_8,
+    RFC_V1,
+    RFC_V2,
+    UPSTREAM,
+    ConversionRequest,
+)
 
 K4 = 4096
 SIZE = 16 * K4
@@ -24,6 +36,16 @@ def refused(call, *args):
     with pytest.raises(GmemError) as info:
         call(*args)
     return errno_name(info.value.errno)
+
+
+def convert_shared_request(offset, size, error_offset=0):
+    data = ConversionRequest(False, offset, size, error_offset, reserved=(0,) * 5).encode(error_offset)
+    return ConversionRequest.decode(KVM_GMEM_CONVERT_SHARED, data)
+
+
+def attributes2_request(offset, size, attributes=0, flags=0, error_offset=0, reserved=(0,) * 11):
+    fields = (offset, size, attributes, flags, error_offset, *reserved)
+    return ConversionRequest.decode(KVM_SET_MEMORY_ATTRIBUTES2, struct.pack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, *fields))
 
 
 @pytest.mark.parametrize(
@@ -39,11 +61,42 @@ def refused(call, *args):
         (K4, 2 * K4, 0, (K4, 3 * K4)),
     ],
 )
-def test_plan_conversion(offset, size, error_offset, expected):
+def test_plan_conversion_rfc_v2(offset, size, error_offset, expected):
+    request = convert_shared_request(offset, size, error_offset)
     if isinstance(expected, str):
-        assert refused(plan_conversion, offset, size, error_offset, SIZE) == expected
+        assert refused(plan_conversion, request, SIZE) == expected
     else:
-        assert plan_conversion(offset, size, error_offset, SIZE) == expected
+        assert plan_conversion(request, SIZE) == expected
+
+
+@pytest.mark.parametrize(
+    "request_fields, expected",
+    [
+        ({"offset": 0, "size": K4, "flags": 1}, "EINVAL"),  # v7 has no content modes: flags must be 0
+        ({"offset": 0, "size": K4, "flags": 2}, "EINVAL"),
+        ({"offset": 0, "size": K4, "reserved": (1,) + (0,) * 10}, "EINVAL"),
+        ({"offset": 0, "size": K4, "attributes": 1 << 4}, "EINVAL"),
+        ({"offset": 0, "size": 0}, "EINVAL"),  # unlike RFC v2, size 0 is refused
+        ({"offset": 1, "size": K4}, "EINVAL"),
+        ({"offset": SIZE, "size": K4}, "EINVAL"),
+        ({"offset": 0, "size": K4, "error_offset": K4}, (0, K4)),  # error_offset is output only
+        ({"offset": K4, "size": K4, "attributes": 8}, (K4, 2 * K4)),
+    ],
+)
+def test_plan_conversion_inplace_v7(request_fields, expected):
+    request = attributes2_request(**request_fields)
+    if isinstance(expected, str):
+        assert refused(plan_conversion, request, SIZE) == expected
+    else:
+        assert plan_conversion(request, SIZE) == expected
+
+
+def test_attributes2_codec_round_trips_and_writes_error_offset_back():
+    request = attributes2_request(K4, 2 * K4, attributes=8)
+    assert request.to_private and (request.offset, request.size) == (K4, 2 * K4)
+    answer = struct.unpack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, request.encode(error_offset=2 * K4))
+    assert answer[:5] == (K4, 2 * K4, 8, 0, 2 * K4)
+    assert len(request.encode(0)) == 128 and KVM_SET_MEMORY_ATTRIBUTES2 == 0xC080AED2
 
 
 def test_profiles_say_who_starts_shared_and_who_may_mmap():
@@ -62,15 +115,19 @@ def test_profile_flag_rules():
     assert page_size_for_flags(3, UPSTREAM, sizes, default) == K4
 
 
-def test_conversions_exist_per_profile():
-    check_conversions(RFC_V1)
-    check_conversions(RFC_V2)
-    assert refused(check_conversions, UPSTREAM) == "ENOTTY"
-    assert refused(check_conversions, LINUX_6_8) == "ENOTTY"
+def test_conversion_ioctls_exist_per_profile():
+    check_conversions(RFC_V1, KVM_GMEM_CONVERT_SHARED)
+    check_conversions(RFC_V2, KVM_GMEM_CONVERT_PRIVATE)
+    check_conversions(INPLACE_V7, KVM_SET_MEMORY_ATTRIBUTES2)
+    assert refused(check_conversions, INPLACE_V7, KVM_GMEM_CONVERT_SHARED) == "ENOTTY"
+    assert refused(check_conversions, RFC_V2, KVM_SET_MEMORY_ATTRIBUTES2) == "ENOTTY"
+    assert refused(check_conversions, UPSTREAM, KVM_GMEM_CONVERT_SHARED) == "ENOTTY"
+    assert refused(check_conversions, LINUX_6_8, KVM_SET_MEMORY_ATTRIBUTES2) == "ENOTTY"
 
 
 def test_rfc_v2_converts_only_files_with_support_shared():
     assert converts_anything(RFC_V1, 0)
+    assert converts_anything(INPLACE_V7, 0), "v7 keeps attributes for every file"
     assert not converts_anything(RFC_V2, 0)
     assert converts_anything(RFC_V2, 1)
 

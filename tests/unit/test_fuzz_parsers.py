@@ -21,7 +21,13 @@ from gmemfs.rules import (
     plan_conversion,
     plan_fallocate,
 )
-from gmemfs.uapi import ABI_PROFILES
+from gmemfs.uapi import (
+    ABI_PROFILES,
+    KVM_GMEM_CONVERT_PRIVATE,
+    KVM_GMEM_CONVERT_SHARED,
+    KVM_SET_MEMORY_ATTRIBUTES2,
+    ConversionRequest,
+)
 
 FUZZ = settings(
     max_examples=int(os.environ.get("GMEMFS_FUZZ_EXAMPLES", "400")),
@@ -66,10 +72,16 @@ def test_fallocate_requests(mode, offset, length, page_size, pages):
 
 
 @FUZZ
-@given(NUMBERS.filter(lambda n: n >= 0), NUMBERS.filter(lambda n: n >= 0), NUMBERS, st.integers(0, 1 << 45))
-def test_conversion_requests(offset, size, error_offset, file_size):
+@given(
+    st.sampled_from([KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES2]),
+    st.binary(min_size=128, max_size=128),
+    st.integers(0, 1 << 45),
+)
+def test_conversion_requests(request_number, data, file_size):
+    """Any bytes the caller's struct may hold decode, and plan to a range inside the file or EINVAL."""
+    request = ConversionRequest.decode(request_number, data[: request_number >> 16 & 0x3FFF])
     try:
-        plan = plan_conversion(offset % (1 << 64), size % (1 << 64), error_offset, file_size)
+        plan = plan_conversion(request, file_size)
     except GmemError as error:
         assert error.errno == errno.EINVAL
         return
