@@ -1,10 +1,14 @@
 """What a hostile user on a shared (allow_other) mount tried, each as the user ran it."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from support.files import open_gmem
+from support.host import touch
+from support.programs import static_program
 from support.syscalls import convert, xattr
 
 from gmemfs.uapi import KVM_GMEM_CONVERT_SHARED
@@ -76,3 +80,64 @@ def test_a_read_only_fd_cannot_convert(start_gmemfs):
         assert convert(fd, "shared", 0, 4096)[0] == "OK", "a writable fd converts"
     finally:
         os.close(fd)
+
+
+READ_FOREVER = """
+import mmap, os, sys
+fd = int(sys.argv[1])
+view = mmap.mmap(fd, 4096, mmap.MAP_SHARED)
+reads = 0
+while True:
+    assert view[0:4] == b"old!"
+    reads += 1
+    if reads == 1000:
+        os.write(1, b"reading\\n")
+"""
+
+
+def test_conversion_to_private_wins_against_a_host_reading_in_a_loop(start_gmemfs):
+    """40 of 40 times the reader kept reading the old data after convert_private returned."""
+    daemon = start_gmemfs()
+    fd = open_gmem(daemon.mountpoint, "racy", size=4096)
+    try:
+        for trial in range(10):
+            assert convert(fd, "shared", 0, 4096) == ("OK", 0)
+            assert touch(fd, 0, 4, write=b"old!") == "OK:old!"
+            reader = subprocess.Popen(
+                [sys.executable, "-c", READ_FOREVER, str(fd)], pass_fds=(fd,), stdout=subprocess.PIPE
+            )
+            try:
+                assert reader.stdout.readline() == b"reading\n"
+                assert convert(fd, "private", 0, 4096) == ("OK", 0)
+                assert reader.wait(timeout=5) == -signal.SIGBUS, f"trial {trial}: the host still reads a private page"
+            finally:
+                reader.kill()
+                reader.wait()
+    finally:
+        os.close(fd)
+
+
+def test_host_writes_racing_conversions_never_fail_writeback(start_gmemfs):
+    """A host writing while the page is converted back and forth: its writes reach gmemfs or
+    fault (SIGBUS), and no writeback is refused after the fact (lost data, EIO elsewhere)."""
+    daemon = start_gmemfs()
+    fd = open_gmem(daemon.mountpoint, "racy", size=2 * 4096)
+    try:
+        assert convert(fd, "shared", 0, 2 * 4096) == ("OK", 0)
+        writer = subprocess.Popen(
+            [str(static_program("race_writer")), str(fd), "4"], pass_fds=(fd,), stdout=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                assert convert(fd, "private", 0, 4096) == ("OK", 0)
+                time.sleep(0.01)
+                assert convert(fd, "private", 4096, 4096) == ("OK", 0)  # drops what the kernel caches
+                assert convert(fd, "shared", 0, 2 * 4096) == ("OK", 0)
+        finally:
+            report = writer.communicate(timeout=30)[0]
+        assert writer.returncode == 0, report
+    finally:
+        os.close(fd)
+    log = daemon.output()
+    assert "private page" not in log and "EIO" not in log, f"{report}\n{log[-3000:]}"
