@@ -11,6 +11,7 @@ import errno
 import mmap
 import os
 
+from .hugepages import pool_counters
 from .rules import GmemError
 from .uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
@@ -67,7 +68,14 @@ class Backing:
 
     @classmethod
     def reserve_subpool(cls, page_size: int, size: int) -> "Backing":
-        """Reserve every huge page of the file now, as the seed's subpool does."""
+        """Reserve every huge page of the file now, as the seed's subpool does.
+
+        Never from surplus pages (hugepage_new_subpool(h, n, n, false)): hugetlbfs would
+        overcommit when nr_overcommit_hugepages allows it, so the pool is asked first.
+        """
+        pages = size // page_size
+        if pool_counters(page_size).available < pages:
+            raise GmemError(errno.ENOMEM, f"the {page_size}-byte huge page pool cannot reserve {pages} pages")
         try:
             mount_fd = _hugetlbfs_superblock(page_size, size)
         except OSError as error:

@@ -24,7 +24,9 @@ def create_guest_memfd(mountpoint: "str | os.PathLike[str]", size: int, flags: i
     try:
         os.setxattr(creator, XATTR_FLAGS, str(flags).encode())
         os.ftruncate(creator, size)
-        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR)
+        os.set_inheritable(fd, True)  # get_unused_fd_flags(0): the kernel's fd has no close-on-exec
+        return fd
     finally:
         os.unlink(path)
         os.close(creator)

@@ -42,6 +42,11 @@ class PoolCounters:
     reserved: int
     surplus: int
 
+    @property
+    def available(self) -> int:
+        """Free pages no reservation has claimed: what a new subpool may take without surplus pages."""
+        return max(self.free - self.reserved, 0)
+
 
 def pool_counters(page_size: int) -> PoolCounters:
     directory = pool_dir(page_size)

@@ -342,7 +342,7 @@ class GmemOperations(pyfuse3.Operations):
             free = available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // page_size
         else:
             pool = pool_counters(page_size)
-            total, free, available = pool.total, pool.free, max(pool.free - pool.reserved, 0)
+            total, free, available = pool.total, pool.free, pool.available
         result.f_bsize = result.f_frsize = page_size
         result.f_blocks, result.f_bfree, result.f_bavail = total, free, available
         result.f_files = len(self.inodes) + (1 << 20)

@@ -37,7 +37,8 @@ class MountOptions:
         return flags_for_page_size(self.page_size, self.abi)
 
     def fuse_options(self) -> set[str]:
-        options = {"fsname=gmemfs", "subtype=gmemfs", *self.extra_fuse_options}
+        # noexec as the kernel's internal guest_memfd mount (MNT_NOEXEC): PROT_EXEC mappings are EPERM.
+        options = {"fsname=gmemfs", "subtype=gmemfs", "noexec", *self.extra_fuse_options}
         if self.default_permissions:
             options.add("default_permissions")
         if self.allow_other:

@@ -13,7 +13,7 @@ def pool_table(counters: dict[int, PoolCounters]) -> Table:
     for column in ("page size", "total", "free", "reserved", "surplus", "available"):
         table.add_column(column, justify="right")
     for size, pool in counters.items():
-        available = pool.free - pool.reserved
+        available = pool.available
         table.add_row(
             format_size(size), *(str(n) for n in (pool.total, pool.free, pool.reserved, pool.surplus, available))
         )

@@ -52,3 +52,14 @@ def test_kernel_errors_leave_nothing_behind(mount4k, size, flags, expected):
     assert not [name for name in os.listdir(mount4k) if name.startswith(".guest_memfd")]
     after = wait_for_counters(PAGE_2M, before.reserved, before.free)
     assert (after.reserved, after.free) == (before.reserved, before.free)
+
+
+def test_the_fd_has_no_close_on_exec_as_the_kernels(mount4k):
+    """get_unused_fd_flags(0) in __kvm_gmem_create: a VMM's children inherit guest memory."""
+    import fcntl
+
+    fd = create_guest_memfd(mount4k, 4096)
+    try:
+        assert not fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    finally:
+        os.close(fd)
