@@ -2,36 +2,23 @@
 on the guest_memfd fd ([PATCH v7 09,10,12,13/42], kvm_gmem_set_attributes)."""
 
 import ctypes
-import fcntl
 import mmap
 import os
-import struct
 
 import pytest
 from support.host import touch
-from support.syscalls import convert, errno_of, xattr
+from support.syscalls import convert, set_attributes2, xattr
 
 from gmemfs import create_guest_memfd
 from gmemfs.uapi import (
     GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,
     KVM_MEMORY_ATTRIBUTE_PRIVATE,
-    KVM_SET_MEMORY_ATTRIBUTES2,
-    KVM_SET_MEMORY_ATTRIBUTES2_STRUCT,
 )
 
 K4 = 4096
 PRIVATE = KVM_MEMORY_ATTRIBUTE_PRIVATE
 MAPPABLE = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
-
-
-def set_attributes2(fd, offset, size, attributes, flags=0, error_offset=0, reserved=(0,) * 11) -> "tuple[str, int]":
-    """(errno name or OK, error_offset after the call)."""
-    argument = bytearray(
-        struct.pack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, offset, size, attributes, flags, error_offset, *reserved)
-    )
-    result = errno_of(fcntl.ioctl, fd, KVM_SET_MEMORY_ATTRIBUTES2, argument, True)
-    return result, struct.unpack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, argument)[4]
 
 
 @pytest.fixture

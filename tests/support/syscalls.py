@@ -47,3 +47,16 @@ def convert(fd: int, to: str, offset: int, size: int, error_offset: int = 0) -> 
     argument = bytearray(struct.pack("=QQQ5Q", offset, size, error_offset, *[0] * 5))
     result = errno_of(fcntl.ioctl, fd, request, argument, True)
     return result, struct.unpack("=QQQ5Q", argument)[2]
+
+
+def set_attributes2(fd, offset, size, attributes, flags=0, error_offset=0, reserved=(0,) * 11) -> "tuple[str, int]":
+    """KVM_SET_MEMORY_ATTRIBUTES2 (in-place conversion v7) on a guest_memfd: (errno name, error_offset after)."""
+    import fcntl
+    import struct
+
+    from gmemfs.uapi import KVM_SET_MEMORY_ATTRIBUTES2, KVM_SET_MEMORY_ATTRIBUTES2_STRUCT
+
+    fields = (offset, size, attributes, flags, error_offset, *reserved)
+    argument = bytearray(struct.pack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, *fields))
+    result = errno_of(fcntl.ioctl, fd, KVM_SET_MEMORY_ATTRIBUTES2, argument, True)
+    return result, struct.unpack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, argument)[4]
