@@ -81,3 +81,19 @@ def test_systemd_units_name_the_helper_type():
     unit = (REPO / "examples" / "systemd" / "mnt-gmem.mount").read_text()
     assert "Type=fuse.gmemfs" in unit and "Where=/mnt/gmem" in unit
     assert os.access(REPO / "mount_helper" / "hugepages", os.X_OK)
+
+
+def mount_options(path) -> str:
+    with open("/proc/self/mounts") as mounts:
+        return next(line.split()[3] for line in mounts if line.split()[1] == str(path))
+
+
+@pytest.mark.parametrize("source", ["-oallow_other", "-d", "--foreground"])
+def test_the_source_is_never_read_as_an_option(mountpoint, source):
+    """A hostile fstab line or mount(8) call must not smuggle options in through SOURCE."""
+    result = subprocess.run(
+        [str(HELPER), source, str(mountpoint), "-o", "pagesize=2M"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert is_mounted(mountpoint)
+    assert "allow_other" not in mount_options(mountpoint)
