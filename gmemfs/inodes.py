@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .guest_memfd import GuestMemfd
 
 ROOT_INO = 1  # FUSE_ROOT_ID
+DOT_COOKIE, DOTDOT_COOKIE, FIRST_ENTRY_COOKIE = 1, 2, 3  # readdir offsets: '.', '..', then the entries
 
 
 @dataclass(eq=False)
@@ -29,6 +30,8 @@ class Inode:
     mtime_ns: int = 0
     ctime_ns: int = 0
     entries: "dict[bytes, int] | None" = None  # directories only
+    cookies: "dict[bytes, int] | None" = None  # directories only: each entry's readdir position, never reused
+    next_cookie: int = FIRST_ENTRY_COOKIE
     parent: int = ROOT_INO  # the directory it was last linked into
     gmem: "GuestMemfd | None" = None  # regular files only
 
@@ -66,7 +69,9 @@ class InodeTable:
         self._next_ino = itertools.count(ROOT_INO + 1)
         self._handles: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
-        root = Inode(ino=ROOT_INO, mode=stat.S_IFDIR | root_mode, uid=uid, gid=gid, name=b"/", nlink=2, entries={})
+        root = Inode(
+            ino=ROOT_INO, mode=stat.S_IFDIR | root_mode, uid=uid, gid=gid, name=b"/", nlink=2, entries={}, cookies={}
+        )
         self._inodes[ROOT_INO] = root
 
     def __getitem__(self, ino: int) -> Inode:
@@ -93,11 +98,14 @@ class InodeTable:
         inode = Inode(ino=next(self._next_ino), mode=mode, uid=uid, gid=gid, name=name, gmem=gmem)
         if inode.is_dir:
             inode.entries = {}
+            inode.cookies = {}
         self._inodes[inode.ino] = inode
         return inode
 
     def link(self, directory: Inode, name: bytes, inode: Inode) -> None:
         directory.entries[name] = inode.ino
+        directory.cookies[name] = directory.next_cookie
+        directory.next_cookie += 1
         inode.nlink += 1
         inode.name = name
         inode.parent = directory.ino
@@ -109,6 +117,7 @@ class InodeTable:
 
     def unlink(self, directory: Inode, name: bytes) -> Inode:
         inode = self._inodes[directory.entries.pop(name)]
+        del directory.cookies[name]
         inode.nlink -= 1
         if inode.is_dir:
             inode.nlink -= 1
@@ -117,6 +126,17 @@ class InodeTable:
         inode.touch(modified=False)
         self._evict_if_unused(inode)
         return inode
+
+    def entries_after(self, directory: Inode, cookie: int):
+        """(name, inode, cookie) of the entries after the readdir position `cookie`, in order.
+
+        Positions are cookies given at link time, not list indices, so unlinking while a
+        reader pages through the directory never makes it skip an entry (entries and
+        cookies are both in link order: dicts keep insertion order).
+        """
+        for (name, ino), entry_cookie in zip(directory.entries.items(), directory.cookies.values()):
+            if entry_cookie > cookie:
+                yield name, self._inodes[ino], entry_cookie
 
     def remember(self, inode: Inode) -> Inode:
         """The kernel got a reference to the inode (lookup, create, readdirplus...)."""

@@ -20,7 +20,7 @@ from .faults import FaultInjector, halfway
 from .guest_memfd import GuestMemfd
 from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
-from .inodes import ROOT_INO, Handle, Inode, InodeTable
+from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
 from .options import MountOptions
 from .rules import GmemError, check_conversions, converts_anything, parse_flags_value, plan_conversion
 from .uapi import (
@@ -74,6 +74,14 @@ def _request(target: str, quiet: bool = False):
         return wrapper
 
     return decorate
+
+
+NAME_MAX = 255  # what statfs says, as tmpfs
+
+
+def _check_name(name: bytes) -> None:
+    if len(name) > NAME_MAX:
+        raise FUSEError(errno.ENAMETOOLONG)
 
 
 def _opened_for_writing(flags: int) -> bool:
@@ -172,6 +180,7 @@ class GmemOperations(pyfuse3.Operations):
 
     def _new_name(self, parent: int, name: bytes) -> Inode:
         directory = self._directory(parent)
+        _check_name(name)
         if name in directory.entries:
             raise FUSEError(errno.EEXIST)
         return directory
@@ -185,6 +194,7 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def lookup(self, parent_inode, name, ctx):
         directory = self._directory(parent_inode)
+        _check_name(name)
         if name == b".":
             inode = directory
         elif name == b"..":
@@ -290,6 +300,7 @@ class GmemOperations(pyfuse3.Operations):
         new_directory = self._directory(parent_inode_new)
         if name_old not in old_directory.entries:
             raise FUSEError(errno.ENOENT)
+        _check_name(name_new)
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise FUSEError(errno.EINVAL)
         moving = self.inodes[old_directory.entries[name_old]]
@@ -321,11 +332,13 @@ class GmemOperations(pyfuse3.Operations):
         directory = self._handle(fh).inode
         if not directory.is_dir:
             raise FUSEError(errno.ENOTDIR)
-        entries = list(directory.entries.items())
-        for position in range(start_id, len(entries)):
-            name, ino = entries[position]
-            inode = self.inodes[ino]
-            if not pyfuse3.readdir_reply(token, name, self._entry(inode), position + 1):
+        for name, cookie in ((b".", DOT_COOKIE), (b"..", DOTDOT_COOKIE)):
+            if start_id < cookie:  # no lookup reference for these two
+                target = directory if name == b"." else self._inode(directory.parent)
+                if not pyfuse3.readdir_reply(token, name, self._entry(target), cookie):
+                    return
+        for name, inode, cookie in self.inodes.entries_after(directory, start_id):
+            if not pyfuse3.readdir_reply(token, name, self._entry(inode), cookie):
                 break
             self.inodes.remember(inode)  # readdirplus hands the kernel a reference
 
@@ -347,7 +360,7 @@ class GmemOperations(pyfuse3.Operations):
         result.f_blocks, result.f_bfree, result.f_bavail = total, free, available
         result.f_files = len(self.inodes) + (1 << 20)
         result.f_ffree = result.f_favail = 1 << 20
-        result.f_namemax = 255
+        result.f_namemax = NAME_MAX
         return result
 
     # ---- open files -----------------------------------------------------------------
@@ -357,6 +370,8 @@ class GmemOperations(pyfuse3.Operations):
         target = self._inode(inode)
         if target.gmem is None:
             raise FUSEError(errno.EISDIR)
+        if flags & os.O_TRUNC and target.gmem.size:  # atomic O_TRUNC: the kernel would believe size 0
+            raise GmemError(errno.EINVAL, "open(O_TRUNC): the size of a guest_memfd is fixed")
         return self._file_info(self.inodes.open(target, writable=_opened_for_writing(flags)), target.gmem)
 
     @_request("fh", quiet=True)

@@ -2,9 +2,8 @@
 
 import json
 import os
-import stat
+import resource
 from dataclasses import dataclass
-from pathlib import Path
 
 from .hugepages import PoolCounters, huge_page_sizes, pool_counters
 from .ranges import RangeSet, parse_ranges
@@ -74,14 +73,43 @@ def gmemfs_mounts() -> list[str]:
 
 
 def mount_status(mountpoint: str) -> MountStatus:
-    files = []
-    for directory, _, names in os.walk(mountpoint):
-        for name in sorted(names):
-            path = Path(directory, name)
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                files.append(file_status(path, "/" + str(path.relative_to(mountpoint))))
+    files = [file_status(path, display) for path, display in _regular_files(mountpoint)]
     unlinked = json.loads(os.getxattr(mountpoint, XATTR_UNLINKED))
     return MountStatus(mountpoint=mountpoint, files=sorted(files, key=lambda f: f.path), unlinked=unlinked)
+
+
+def _regular_files(mountpoint: str):
+    """(a path that reaches it, its path in the mount) of every regular file.
+
+    Depth-first without recursion and through directory fds (/proc/self/fd/N/name), so a
+    tree of any depth works: Python's recursion limit and PATH_MAX stop os.walk.
+    """
+    _allow_many_open_files()
+    stack = [(os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY), "/")]
+    while stack:
+        directory_fd, display = stack.pop()
+        try:
+            with os.scandir(directory_fd) as entries:
+                listed = sorted(
+                    (entry.name, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False))
+                    for entry in entries
+                )
+            for name, is_dir, is_file in reversed(listed):
+                if is_dir:
+                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory_fd)
+                    stack.append((child, f"{display}{name}/"))
+            for name, _, is_file in listed:
+                if is_file:
+                    yield f"/proc/self/fd/{directory_fd}/{name}", display + name
+        finally:
+            os.close(directory_fd)
+
+
+def _allow_many_open_files() -> None:
+    """A deep tree holds one fd per directory waiting on the stack."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def pools() -> dict[int, PoolCounters]:

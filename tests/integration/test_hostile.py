@@ -1,11 +1,15 @@
 """What a hostile user on a shared (allow_other) mount tried, each as the user ran it."""
 
+import errno
+import json
+import mmap
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 from support.files import open_gmem
 from support.host import touch
 from support.programs import static_program
@@ -141,3 +145,79 @@ def test_host_writes_racing_conversions_never_fail_writeback(start_gmemfs):
         os.close(fd)
     log = daemon.output()
     assert "private page" not in log and "EIO" not in log, f"{report}\n{log[-3000:]}"
+
+
+def test_open_with_o_trunc_of_a_sized_file_is_einval_and_loses_nothing(start_gmemfs):
+    daemon = start_gmemfs()
+    fd = open_gmem(daemon.mountpoint, "vm0", size=2 * 4096)
+    try:
+        assert convert(fd, "shared", 0, 2 * 4096) == ("OK", 0)
+        with mmap.mmap(fd, 2 * 4096, mmap.MAP_SHARED) as mapping:
+            mapping[0:5] = b"dirty"  # not yet written back
+            with pytest.raises(OSError) as refused:
+                os.open(daemon.mountpoint / "vm0", os.O_RDWR | os.O_TRUNC)
+            assert refused.value.errno == errno.EINVAL
+            assert os.fstat(fd).st_size == 2 * 4096
+            assert mapping[0:5] == b"dirty"
+        assert touch(fd, 0, 5) == "OK:dirty"
+    finally:
+        os.close(fd)
+
+
+def test_o_trunc_of_an_unsized_file_is_fine(start_gmemfs):
+    daemon = start_gmemfs()
+    os.close(open_gmem(daemon.mountpoint, "new"))
+    os.close(os.open(daemon.mountpoint / "new", os.O_RDWR | os.O_TRUNC))
+
+
+def test_unlinking_while_reading_a_directory_skips_nothing(start_gmemfs):
+    daemon = start_gmemfs()
+    directory = daemon.mountpoint / "many"
+    directory.mkdir()
+    for number in range(3000):
+        os.close(os.open(directory / f"f{number}", os.O_CREAT | os.O_RDWR, 0o600))
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            os.unlink(entry.path)
+    assert os.listdir(directory) == [], "entries skipped while the directory was read"
+
+
+def test_ls_a_shows_dot_and_dotdot(start_gmemfs):
+    daemon = start_gmemfs()
+    os.mkdir(daemon.mountpoint / "d")
+    listing = subprocess.run(["ls", "-a", str(daemon.mountpoint / "d")], capture_output=True, text=True).stdout
+    assert listing.split() == [".", ".."]
+
+
+@pytest.mark.parametrize("make", ["create", "mkdir", "rename"])
+def test_names_over_255_bytes_are_enametoolong(start_gmemfs, make):
+    daemon = start_gmemfs()
+    long_name = daemon.mountpoint / ("x" * 256)
+    with pytest.raises(OSError) as refused:
+        if make == "create":
+            os.close(os.open(long_name, os.O_CREAT | os.O_RDWR, 0o600))
+        elif make == "mkdir":
+            os.mkdir(long_name)
+        else:
+            os.close(open_gmem(daemon.mountpoint, "short"))
+            os.rename(daemon.mountpoint / "short", long_name)
+    assert refused.value.errno == errno.ENAMETOOLONG
+    assert os.statvfs(daemon.mountpoint).f_namemax == 255
+
+
+def test_status_walks_a_tree_5000_levels_deep(start_gmemfs):
+    daemon = start_gmemfs()
+    directory = os.open(daemon.mountpoint, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(5000):
+        os.mkdir("d", dir_fd=directory)
+        deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=directory)
+        os.close(directory)
+        directory = deeper
+    os.close(os.open("bottom", os.O_CREAT | os.O_RDWR, 0o600, dir_fd=directory))
+    os.close(directory)
+    result = subprocess.run(
+        [sys.executable, "-m", "gmemfs", "status", str(daemon.mountpoint), "--json"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-500:]
+    (mount,) = json.loads(result.stdout)["mounts"]
+    assert [file["path"] for file in mount["files"]] == ["/" + "d/" * 5000 + "bottom"]
