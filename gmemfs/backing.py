@@ -10,6 +10,7 @@ import ctypes
 import errno
 import mmap
 import os
+import resource
 
 from .hugepages import pool_counters
 from .rules import GmemError
@@ -33,8 +34,17 @@ MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Python < 3.12 lacks th
 def _check(result: int, what: str) -> int:
     if result < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
+        raise _out_of_fds(err) or OSError(err, f"{what}: {os.strerror(err)}")
     return result
+
+
+def _out_of_fds(err: int) -> "GmemError | None":
+    """Every sized file holds one daemon fd: past the daemon's limit the mount is full (ENOSPC),
+    not the caller's fd table (EMFILE would read as the caller's own problem)."""
+    if err not in (errno.EMFILE, errno.ENFILE):
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return GmemError(errno.ENOSPC, f"the daemon holds one fd per sized file and has no more (limit {limit})")
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
@@ -86,13 +96,19 @@ class Backing:
             raise
         try:
             fd = os.open("guest_memfd", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=mount_fd)
+        except OSError as error:
+            raise _out_of_fds(error.errno) or error from None
         finally:
             os.close(mount_fd)  # the open file keeps the superblock alive
         return cls._sized(fd, size)
 
     @classmethod
     def shared_memory(cls, size: int) -> "Backing":
-        return cls._sized(os.memfd_create("guest_memfd", os.MFD_CLOEXEC), size)
+        try:
+            fd = os.memfd_create("guest_memfd", os.MFD_CLOEXEC)
+        except OSError as error:
+            raise _out_of_fds(error.errno) or error from None
+        return cls._sized(fd, size)
 
     @classmethod
     def _sized(cls, fd: int, size: int) -> "Backing":

@@ -4,6 +4,7 @@ import argparse
 import logging
 import logging.handlers
 import os
+import resource
 import signal
 import stat
 import sys
@@ -41,6 +42,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), debug, "
         "fail=OPERATION:ERRNO[:N] (inject a failure: OPERATION allocate|punch|create|convert_shared|"
         "convert_private; only the Nth call, or every call; repeatable). "
+        "Limits for shared mounts: max_huge_pages=N, max_size=SIZE (4 KiB files), max_files=N, "
+        "uid=, gid=, mode= (owner and mode of the root). "
         "SOURCE is ignored (mount(8) and fstab pass one).",
     )
     parser.add_argument("paths", nargs="+", metavar="[SOURCE] MOUNTPOINT")
@@ -53,6 +56,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def check_machine(mountpoint: str, options: MountOptions, support: HugePageSupport) -> None:
     """Refuse, with one clear line, what would make the mount fail or be useless."""
+    if options.page_size != 4096 and os.geteuid() != 0:
+        raise UsageError(
+            f"pagesize={format_size(options.page_size)}: hugetlb files need root "
+            "(each reserves its pages with a hugetlbfs superblock of its own)"
+        )
     try:
         is_dir = stat.S_ISDIR(os.stat(mountpoint).st_mode)
     except FileNotFoundError:
@@ -78,6 +86,14 @@ def check_machine(mountpoint: str, options: MountOptions, support: HugePageSuppo
                 size,
                 size,
             )
+
+
+def allow_one_fd_per_file() -> None:
+    """Each sized file holds one daemon fd: the hard limit, not the soft one, bounds the mount."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.debug("open-file limit %d: about that many sized files fit on this mount", hard)
 
 
 def is_mounted(path: str) -> bool:
@@ -111,6 +127,7 @@ def daemonize() -> None:
     if os.fork():
         os._exit(0)
     os.setsid()
+    os.chdir("/")  # keep no directory busy (the one gmemfs was started from could not be unmounted)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -139,6 +156,7 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for:
         enter_private_mount_namespace(private_for)
     support = HugePageSupport.probe()
     check_machine(mountpoint, options, support)
+    allow_one_fd_per_file()
     operations = GmemOperations(options, mountpoint, support)
     if not (hasattr(pyfuse3.Operations, "fallocate") and hasattr(pyfuse3.RequestContext, "interrupted")):
         raise UsageError("this pyfuse3 lacks gmemfs's patch series: install the patched build (./bootstrap install)")

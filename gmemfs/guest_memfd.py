@@ -12,6 +12,7 @@ import trio
 
 from .backing import Backing
 from .hugepages import HugePageSupport
+from .limits import MountQuota
 from .ranges import RangeSet, format_ranges
 from .rules import (
     FallocatePlan,
@@ -58,12 +59,16 @@ class GuestMemfd:
         "lock",
         "page_size",
         "profile",
+        "quota",
         "shared",
         "size",
         "support",
     )
 
-    def __init__(self, flags: int, profile: AbiProfile, support: HugePageSupport) -> None:
+    def __init__(
+        self, flags: int, profile: AbiProfile, support: HugePageSupport, quota: "MountQuota | None" = None
+    ) -> None:
+        self.quota = quota or MountQuota()
         self.profile = profile
         self.support = support
         self.page_size = page_size_for_flags(flags, profile, support.sizes, support.default_size)
@@ -94,10 +99,15 @@ class GuestMemfd:
     def create(self, size: int) -> None:
         """Give the file its size: for hugetlb files, reserve every page now."""
         check_creation_size(self.size, size, self.page_size)
-        if self.hugetlb:
-            self.backing = Backing.reserve_subpool(self.page_size, size)
-        else:
-            self.backing = Backing.shared_memory(size)
+        self.quota.claim(size, self.page_size)
+        try:
+            if self.hugetlb:
+                self.backing = Backing.reserve_subpool(self.page_size, size)
+            else:
+                self.backing = Backing.shared_memory(size)
+        except BaseException:
+            self.quota.release(size, self.page_size)
+            raise
         self.size = size
         if self.profile.starts_shared(self.flags):
             self.shared.add(0, size)
@@ -185,6 +195,7 @@ class GuestMemfd:
         if self.backing:
             self.backing.close()
             self.backing = None
+            self.quota.release(self.size, self.page_size)
         self.allocated = RangeSet()
         self.shared = RangeSet()
 

@@ -21,6 +21,7 @@ from .guest_memfd import GuestMemfd
 from .host_mappings import fuse_device, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
 from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
+from .limits import MountQuota, check_file_limit
 from .options import MountOptions
 from .rules import GmemError, check_conversions, converts_anything, parse_flags_value, plan_conversion
 from .uapi import (
@@ -98,7 +99,12 @@ class GmemOperations(pyfuse3.Operations):
         self.options = options
         self.mountpoint = mountpoint
         self.support = support or HugePageSupport.probe()
-        self.inodes = InodeTable(0o755, os.getuid(), os.getgid())
+        self.inodes = InodeTable(
+            options.root_mode,
+            os.getuid() if options.root_uid is None else options.root_uid,
+            os.getgid() if options.root_gid is None else options.root_gid,
+        )
+        self.quota = MountQuota(options.max_huge_pages, options.max_size)
         self._device: str | None = None  # the mount's st_dev as /proc/PID/maps shows it
         self.faults = FaultInjector(options.faults)
 
@@ -185,6 +191,9 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.EEXIST)
         return directory
 
+    def _room_for_another_inode(self) -> None:
+        check_file_limit(len(self.inodes) - 1, self.options.max_files)  # the root does not count
+
     def release_all(self) -> None:
         """The end of the session evicts every file."""
         self.inodes.evict_all()
@@ -250,6 +259,7 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def mkdir(self, parent_inode, name, mode, ctx):
         directory = self._new_name(parent_inode, name)
+        self._room_for_another_inode()
         inode = self.inodes.new(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, name)
         self.inodes.link(directory, name, inode)
         return self._entry(self.inodes.remember(inode))
@@ -257,7 +267,8 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def create(self, parent_inode, name, mode, flags, ctx):
         directory = self._new_name(parent_inode, name)
-        gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support)
+        self._room_for_another_inode()
+        gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support, self.quota)
         inode = self.inodes.new(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.remember(inode)
@@ -358,8 +369,9 @@ class GmemOperations(pyfuse3.Operations):
             total, free, available = pool.total, pool.free, pool.available
         result.f_bsize = result.f_frsize = page_size
         result.f_blocks, result.f_bfree, result.f_bavail = total, free, available
-        result.f_files = len(self.inodes) + (1 << 20)
-        result.f_ffree = result.f_favail = 1 << 20
+        files = self.options.max_files or len(self.inodes) + (1 << 20)
+        result.f_files = files
+        result.f_ffree = result.f_favail = max(files - len(self.inodes) + 1, 0)
         result.f_namemax = NAME_MAX
         return result
 

@@ -29,6 +29,12 @@ class MountOptions:
     debug: bool = False
     cache_timeout: float = 1.0  # seconds the kernel may cache names and attributes
     faults: tuple[FaultRule, ...] = ()  # failures to inject (-o fail=...)
+    max_huge_pages: "int | None" = None  # huge pages the mount's files may reserve in all
+    max_size: "int | None" = None  # bytes the mount's 4 KiB files may hold in all
+    max_files: "int | None" = None  # files and directories the mount may hold
+    root_uid: "int | None" = None  # owner and mode of the mount's root (default: the daemon's, 0755)
+    root_gid: "int | None" = None
+    root_mode: int = 0o755
     extra_fuse_options: tuple[str, ...] = ()
 
     @property
@@ -78,6 +84,16 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
                     raise OptionError(str(error)) from None
             elif name == "cache_timeout":
                 options.cache_timeout = _parse_timeout(value)
+            elif name in ("max_huge_pages", "max_files", "uid", "gid"):
+                number = _parse_count(item, value)
+                if name in ("uid", "gid"):
+                    setattr(options, f"root_{name}", number)
+                else:
+                    setattr(options, name, number)
+            elif name == "max_size":
+                options.max_size = _parse_byte_count(item, value)
+            elif name == "mode":
+                options.root_mode = _parse_mode(value)
             elif name == "debug" and not has_value:
                 options.debug = True
             elif name in FUSE_OPTIONS and not has_value:
@@ -100,6 +116,29 @@ def _parse_page_size(value: str) -> int:
     if size not in PAGE_SIZES.values():
         raise OptionError(f"pagesize={value}: choose one of {', '.join(PAGE_SIZES)}")
     return size
+
+
+def _parse_count(item: str, value: str) -> int:
+    if not value.isdigit():
+        raise OptionError(f"{item}: expected a whole number")
+    return int(value)
+
+
+def _parse_byte_count(item: str, value: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise OptionError(f"{item}: expected a size (bytes, or 512M, 4G...)") from None
+
+
+def _parse_mode(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise OptionError(f"mode={value}: expected octal permission bits (1777, 755...)")
+    return mode
 
 
 def _parse_timeout(value: str) -> float:

@@ -35,8 +35,8 @@ def start_gmemfs(huge_pools):
     """Start a gmemfs daemon of the test's own (to kill, unmount or inspect it)."""
     started = []
 
-    def start(*options: str) -> GmemfsProcess:
-        daemon = GmemfsProcess(new_mountpoint(), list(options))
+    def start(*options: str, wrapper: "list[str]" = ()) -> GmemfsProcess:
+        daemon = GmemfsProcess(new_mountpoint(), list(options), wrapper)
         started.append(daemon)
         return daemon
 

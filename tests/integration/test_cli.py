@@ -77,3 +77,13 @@ def test_help_lists_the_mount_options():
     result = run("--help")
     assert result.returncode == 0
     assert "pagesize=4K|2M|1G" in result.stdout
+
+
+def test_the_daemon_keeps_no_directory_busy(mountpoint, huge_pools, tmp_path):
+    result = subprocess.run([*GMEMFS, str(mountpoint)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    try:
+        pid = subprocess.run(["pgrep", "-f", f"gmemfs {mountpoint}$"], capture_output=True, text=True).stdout.split()
+        assert [os.readlink(f"/proc/{p}/cwd") for p in pid] == ["/"]
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)

@@ -28,10 +28,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.01) -> bool:
 class GmemfsProcess:
     """One gmemfs daemon in the foreground (-f), its log kept for failure reports."""
 
-    def __init__(self, mountpoint: Path, options: "list[str]") -> None:
+    def __init__(self, mountpoint: Path, options: "list[str]", wrapper: "list[str]" = ()) -> None:
         self.mountpoint = mountpoint
         self.log = tempfile.TemporaryFile()
-        command = [sys.executable, "-m", "gmemfs", "-f", *options, str(mountpoint)]
+        command = [*wrapper, sys.executable, "-m", "gmemfs", "-f", *options, str(mountpoint)]
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         mounted = wait_until(lambda: is_mounted(mountpoint) or self.process.poll() is not None, MOUNT_TIMEOUT)
         if not mounted or not is_mounted(mountpoint):

@@ -1,0 +1,50 @@
+"""What one mount may take, as hugetlbfs bounds a mount with size= and nr_inodes=.
+
+On a shared (allow_other) mount, any user who may create files may otherwise reserve
+the whole huge page pool or size 4 KiB files beyond the machine's memory. Exceeding a
+limit is what the kernel answers for its own limits: ENOMEM for memory, ENOSPC for files.
+"""
+
+import errno
+import threading
+from dataclasses import dataclass, field
+
+from .rules import GmemError
+from .uapi import BASE_PAGE_SIZE
+
+
+@dataclass
+class MountQuota:
+    """Huge pages and 4 KiB-file bytes the mount's files hold, against their limits (None: none)."""
+
+    max_huge_pages: "int | None" = None
+    max_bytes: "int | None" = None
+    huge_pages: int = 0
+    bytes: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim(self, size: int, page_size: int) -> None:
+        """Count a file being sized, or ENOMEM if it would pass the mount's limit."""
+        with self._lock:
+            if page_size == BASE_PAGE_SIZE:
+                if self.max_bytes is not None and self.bytes + size > self.max_bytes:
+                    raise GmemError(errno.ENOMEM, f"the mount's max_size={self.max_bytes} would be passed")
+                self.bytes += size
+            else:
+                pages = size // page_size
+                if self.max_huge_pages is not None and self.huge_pages + pages > self.max_huge_pages:
+                    raise GmemError(errno.ENOMEM, f"the mount's max_huge_pages={self.max_huge_pages} would be passed")
+                self.huge_pages += pages
+
+    def release(self, size: int, page_size: int) -> None:
+        with self._lock:
+            if page_size == BASE_PAGE_SIZE:
+                self.bytes -= size
+            else:
+                self.huge_pages -= size // page_size
+
+
+def check_file_limit(files: int, max_files: "int | None") -> None:
+    """ENOSPC when the mount holds max_files files and directories already (hugetlbfs nr_inodes=)."""
+    if max_files is not None and files >= max_files:
+        raise GmemError(errno.ENOSPC, f"the mount's max_files={max_files} is reached")
