@@ -21,12 +21,20 @@ from gmemfs.hugepages import pool_counters
 PAGE = 2 << 20
 
 
+def wait_for_release(before, timeout: float = 2.0) -> None:
+    """Poll, bounded, until the pool is back where it was: eviction follows the last close closely."""
+    deadline = time.monotonic() + timeout
+    while pool_counters(PAGE) != before and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def show(step: str) -> None:
     pool = pool_counters(PAGE)
     print(f"{step:<44} free={pool.free:<5} reserved={pool.reserved}")
 
 
 def main(mountpoint: str) -> None:
+    start = pool_counters(PAGE)
     show("before")
     fd = create_guest_memfd(mountpoint, 8 * PAGE, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB)
     show("created 16 MiB: 8 pages reserved")
@@ -35,7 +43,7 @@ def main(mountpoint: str) -> None:
     fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, 0, 2 * PAGE)
     show("punched 2 pages: back in the file's subpool")
     os.close(fd)
-    time.sleep(0.05)  # the kernel's forget reaches the daemon just after the close
+    wait_for_release(start)  # the kernel's forget reaches the daemon just after the close
     show("closed the last fd: evicted, all released")
 
 

@@ -32,6 +32,13 @@ GUEST_MEMORY = 8 * PAGE
 PAYLOAD = b"\x7fELF toy guest kernel " * 1000
 
 
+def wait_for_release(before, timeout: float = 2.0) -> None:
+    """Poll, bounded, until the pool is back where it was: eviction follows the last close closely."""
+    deadline = time.monotonic() + timeout
+    while pool_counters(PAGE) != before and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def counters(step: str) -> None:
     pool = pool_counters(PAGE)
     print(f"[vmm] {step:<58} free={pool.free:<4} reserved={pool.reserved}")
@@ -57,6 +64,7 @@ def check(condition: bool, what: str) -> None:
 
 
 def main(mountpoint: str) -> None:
+    start = pool_counters(PAGE)
     counters("start")
     memory = create_guest_memfd(mountpoint, GUEST_MEMORY, KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB)
     counters("guest memory created: 8 huge pages reserved")
@@ -83,7 +91,7 @@ def main(mountpoint: str) -> None:
         counters("guest shared a 4 KiB I/O page back (never written: zeros; conversions keep contents)")
 
     os.close(memory)
-    time.sleep(0.05)  # the kernel's forget reaches the daemon just after the close
+    wait_for_release(start)  # the kernel's forget reaches the daemon just after the close
     counters("VM torn down: every page and reservation released")
 
 

@@ -30,9 +30,17 @@ def huge_pools():
         yield POOL_PAGES
 
 
+def warnings_expected(request) -> bool:
+    """Tests that make the daemon warn on purpose say so with @pytest.mark.daemon_warnings."""
+    return request.node.get_closest_marker("daemon_warnings") is not None
+
+
 @pytest.fixture
-def start_gmemfs(huge_pools):
-    """Start a gmemfs daemon of the test's own (to kill, unmount or inspect it)."""
+def start_gmemfs(huge_pools, request):
+    """Start a gmemfs daemon of the test's own (to kill, unmount or inspect it).
+
+    The test fails if the daemon logged a traceback, an error or an unexpected warning.
+    """
     started = []
 
     def start(*options: str, wrapper: "list[str]" = ()) -> GmemfsProcess:
@@ -41,9 +49,14 @@ def start_gmemfs(huge_pools):
         return daemon
 
     yield start
+    complaints = []
     for daemon in started:
         daemon.stop()
+        complaints += daemon.complaints(warnings_expected=warnings_expected(request))
+        daemon.log.close()
         remove_mountpoint(daemon.mountpoint)
+    if complaints:
+        pytest.fail("the daemon complained:\n" + "\n".join(complaints[:20]), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +82,7 @@ def page_size(request) -> int:
 
 
 @pytest.fixture
-def gmem_dir(shared_mounts, page_size):
+def gmem_dir(shared_mounts, page_size, request):
     """A fresh directory on a mount whose new files use `page_size` pages.
 
     Afterwards every file is removed and every pool must be back where it was
@@ -77,6 +90,7 @@ def gmem_dir(shared_mounts, page_size):
     reservation fails here.
     """
     daemon = shared_mounts(page_size)
+    log_position = daemon.log_position()
     before = {size: pool_counters(size) for size in POOL_PAGES}
     directory = daemon.mountpoint / f"t-{uuid.uuid4().hex[:8]}"
     directory.mkdir()
@@ -87,6 +101,7 @@ def gmem_dir(shared_mounts, page_size):
         assert (after.reserved, after.free) == (counters.reserved, counters.free), (
             f"{PAGE_SIZES[size]} huge pages not given back: before {counters}, after {after}"
         )
+    assert daemon.complaints(log_position, warnings_expected(request)) == [], "the daemon complained"
 
 
 @pytest.fixture

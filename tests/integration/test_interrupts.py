@@ -5,8 +5,8 @@ import errno
 import os
 import signal
 import threading
-import time
 
+from support.mount import wait_until
 from support.syscalls import KEEP_SIZE, PUNCH, xattr
 
 from gmemfs import create_guest_memfd
@@ -31,7 +31,7 @@ def test_a_signal_stops_a_long_allocation_with_eintr_and_keeps_its_pages(start_g
     try:
         caller = threading.Thread(target=allocate)
         caller.start()
-        time.sleep(0.2)
+        assert wait_until(lambda: os.fstat(fd).st_blocks > 0, 10), "the allocation never started"
         signal.pthread_kill(caller.ident, signal.SIGUSR1)
         caller.join(60)
         done = os.fstat(fd).st_blocks * 512

@@ -43,9 +43,18 @@ class GmemfsProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def output(self) -> str:
-        self.log.seek(0)
+    def output(self, since: int = 0) -> str:
+        self.log.seek(since)
         return self.log.read().decode(errors="replace")
+
+    def log_position(self) -> int:
+        return self.log.seek(0, os.SEEK_END)
+
+    def complaints(self, since: int = 0, warnings_expected: bool = False) -> "list[str]":
+        """Log lines that mean a handler failed (libfuse's test suite checks its daemons' output
+        the same way): a traceback or an error, and warnings unless the test expects them."""
+        signs = ("Traceback", ": ERROR: ", ": CRITICAL: ") + (() if warnings_expected else (": WARNING: ",))
+        return [line for line in self.output(since).splitlines() if any(sign in line for sign in signs)]
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -62,7 +71,6 @@ class GmemfsProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
-        self.log.close()
 
 
 def new_mountpoint() -> Path:
