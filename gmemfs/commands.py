@@ -6,13 +6,10 @@ import os
 import shutil
 import sys
 
-from rich.console import Console
-
 from .client import ConversionError, convert_private, convert_shared
 from .hugepages import PoolError, resize_pool
 from .status import file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
 from .units import format_size, parse_size
-from .views import map_lines, pool_table, status_table
 
 
 class CommandError(Exception):
@@ -26,6 +23,12 @@ def pool_command(argv: list[str]) -> None:
     )
     parser.add_argument("requests", nargs="*", metavar="SIZE=PAGES")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help="if the kernel grants fewer pages, drop clean caches and compact memory, then ask again "
+        "(1 GiB pages need contiguous memory; this affects the whole machine)",
+    )
     args = parser.parse_args(argv)
     granted = {}
     for request in args.requests:
@@ -39,7 +42,7 @@ def pool_command(argv: list[str]) -> None:
         if os.geteuid() != 0:
             raise CommandError("pool: only root can size huge page pools")
         try:
-            granted[request] = (page_size, pages, resize_pool(page_size, pages))
+            granted[request] = (page_size, pages, resize_pool(page_size, pages, compact=args.compact))
         except PoolError as error:
             raise CommandError(f"pool: {error}") from None
     counters = pools()
@@ -47,9 +50,12 @@ def pool_command(argv: list[str]) -> None:
         print(json.dumps({"pools": pools_to_dict(counters)}, indent=2))
         return
     for page_size, asked, got in granted.values():
-        note = "" if got == asked else f" (the kernel could not find more: asked for {asked})"
+        hint = "" if args.compact else "; --compact may find more"
+        note = "" if got == asked else f" (the kernel could not find more: asked for {asked}{hint})"
         print(f"{format_size(page_size)} pool: {got} pages{note}")
-    Console().print(pool_table(counters))
+    from .views import pool_table
+
+    _console().print(pool_table(counters))
 
 
 def status_command(argv: list[str]) -> None:
@@ -68,7 +74,9 @@ def status_command(argv: list[str]) -> None:
     if args.json:
         print(json.dumps({"mounts": [s.to_dict() for s in statuses], "pools": pools_to_dict(counters)}, indent=2))
         return
-    console = Console()
+    from .views import pool_table, status_table
+
+    console = _console()
     if not statuses:
         console.print("no gmemfs mounts")
     for status in statuses:
@@ -86,7 +94,9 @@ def map_command(argv: list[str]) -> None:
         status = file_status(args.file, args.file)
     except OSError as error:
         raise CommandError(f"map: {args.file}: {error.strerror} (is it a file on a gmemfs mount?)") from None
-    console = Console()
+    from .views import map_lines
+
+    console = _console()
     width = max(10, min(60, shutil.get_terminal_size().columns - 50))
     for line in map_lines(status, width):
         console.print(line)
@@ -121,6 +131,13 @@ def convert_command(argv: list[str]) -> None:
         raise CommandError(f"convert: {args.file}: {error.strerror}") from None
     finally:
         os.close(fd)
+
+
+def _console():
+    """rich costs ~45 modules and ~34 ms: imported by the commands that draw, never by the daemon."""
+    from rich.console import Console
+
+    return Console()
 
 
 COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command, "convert": convert_command}

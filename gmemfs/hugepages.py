@@ -80,11 +80,13 @@ def memory_total() -> int:
     raise RuntimeError("/proc/meminfo has no MemTotal")
 
 
-def resize_pool(page_size: int, pages: int) -> int:
+def resize_pool(page_size: int, pages: int, *, compact: bool = False) -> int:
     """Set a pool's size, refusing the absurd and the harmful; return what the kernel granted.
 
     Never shrinks below the pages in use plus those reserved: the kernel would
-    keep them as surplus pages, and files' reservations must stay whole.
+    keep them as surplus pages, and files' reservations must stay whole. With
+    compact (only when the user asks: it drops every clean cache on the machine),
+    a short grant is retried after making memory contiguous.
     """
     label = format_size(page_size)
     if page_size not in huge_page_sizes():
@@ -101,7 +103,7 @@ def resize_pool(page_size: int, pages: int) -> int:
     if pages < busy:
         raise PoolError(f"{label}={pages}: {busy} pages are in use or reserved; the pool cannot shrink below that")
     granted = set_pool_pages(page_size, pages)
-    if granted < pages:
+    if granted < pages and compact:
         make_contiguous_memory()
         granted = set_pool_pages(page_size, pages)
     return granted
