@@ -1,34 +1,23 @@
 """The two FUSE daemons a benchmark compares, run as separate processes as users run them."""
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
-
-def is_mounted(path: str) -> bool:
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1] == path for line in mounts)
-
+from gmemfs.daemon import DaemonProcess
+from gmemfs.mounts import is_mounted
 
 PINNED_CPU: "int | None" = None  # set by the runner: daemons share the benchmark's core
 
 
-class Daemon:
-    """A FUSE daemon in the foreground; stop() unmounts and reaps it whatever happened."""
+class Daemon(DaemonProcess):
+    """A FUSE daemon in the foreground, pinned with the benchmark where asked; stop() also removes
+    its mountpoint."""
 
     def __init__(self, command: list[str], mountpoint: str) -> None:
-        self.mountpoint = mountpoint
         if PINNED_CPU is not None:
             command = ["taskset", "-c", str(PINNED_CPU), *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while not is_mounted(mountpoint):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{command[2:]} did not mount {mountpoint}")
-            time.sleep(0.01)
+        super().__init__(command, mountpoint)
 
     @classmethod
     def gmemfs(cls, options: str) -> "Daemon":
@@ -48,12 +37,7 @@ class Daemon:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        if is_mounted(self.mountpoint):
-            subprocess.run(["fusermount3", "-u", self.mountpoint], capture_output=True)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        super().stop()
         if not is_mounted(self.mountpoint):
             os.rmdir(self.mountpoint)
+        self.log.close()

@@ -14,6 +14,7 @@ import trio
 
 from .commands import COMMANDS, run_command
 from .hugepages import HugePageSupport, pool_counters
+from .mounts import is_mounted
 from .operations import GmemOperations
 from .options import MountOptions, OptionError, parse_mount_options
 from .private_mount import enter_private_mount_namespace
@@ -94,12 +95,6 @@ def allow_one_fd_per_file() -> None:
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     log.debug("open-file limit %d: about that many sized files fit on this mount", hard)
-
-
-def is_mounted(path: str) -> bool:
-    """Whether something is mounted at path, from the mount table (no stat: it may be our own mount)."""
-    with open("/proc/self/mounts") as mounts:
-        return any(line.split()[1].replace("\\040", " ") == path for line in mounts)
 
 
 SYSLOG_ADDRESS = os.environ.get("GMEMFS_SYSLOG", "/dev/log")  # journald listens here too

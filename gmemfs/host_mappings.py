@@ -10,6 +10,7 @@ interface shows to another process; they cannot be detected.
 import os
 from collections.abc import Iterator
 
+from .mounts import unescape
 from .ranges import Range
 
 
@@ -18,7 +19,7 @@ def fuse_device(mountpoint: str) -> "str | None":
     with open("/proc/self/mountinfo") as mountinfo:
         for line in mountinfo:
             fields = line.split()
-            if fields[4] == mountpoint:
+            if unescape(fields[4]) == mountpoint:
                 major, minor = (int(number) for number in fields[2].split(":"))
                 return f"{major:02x}:{minor:02x}"
     return None

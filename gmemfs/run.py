@@ -21,10 +21,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import trio
 
+from .daemon import DaemonError, DaemonProcess
 from .exec_trapped import TERMINAL_SIGNALS
 from .options import OptionError, parse_mount_options
 from .private_mount import path_in
@@ -33,7 +33,6 @@ from .supervisor import GuestMemfdSupervisor
 from .uapi import ABI_PROFILES, XATTR_ABI
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
-MOUNT_TIMEOUT = 10.0
 
 
 class RunError(Exception):
@@ -63,49 +62,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-class PrivateDaemon:
-    """A gmemfs daemon in its own mount namespace, mounted on a fresh directory."""
+class PrivateDaemon(DaemonProcess):
+    """A gmemfs daemon in its own mount namespace, mounted on a fresh directory it removes."""
 
     def __init__(self, option_strings: list[str]) -> None:
-        self.mountpoint = tempfile.mkdtemp(prefix="gmemfs-run-")
-        self.log = tempfile.TemporaryFile()
+        mountpoint = tempfile.mkdtemp(prefix="gmemfs-run-")
         options = [item for option in option_strings for item in ("-o", option)]
-        command = [sys.executable, "-m", "gmemfs", "-f", "--private-for", str(os.getpid()), *options, self.mountpoint]
-        self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        if not self._wait_for_mount():
-            output = self.output()
-            self.stop()
-            raise RunError(f"the gmemfs daemon did not mount: {output.strip() or 'no message'}")
+        command = [sys.executable, "-m", "gmemfs", "-f", "--private-for", str(os.getpid()), *options, mountpoint]
+        try:
+            super().__init__(command, mountpoint, private=True, stdin=subprocess.DEVNULL, start_new_session=True)
+        except DaemonError as error:
+            os.rmdir(mountpoint)
+            raise RunError(f"the gmemfs daemon did not mount: {error}") from None
 
     @property
     def path(self) -> str:
         """The mount as seen from here: through the daemon's root, in its namespace."""
-        return path_in(self.process.pid, self.mountpoint)
-
-    def _wait_for_mount(self) -> bool:
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while self.process.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(OSError), open(f"/proc/{self.process.pid}/mounts") as mounts:
-                if any(line.split()[1] == self.mountpoint for line in mounts):
-                    return True
-            time.sleep(0.005)
-        return False
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
+        return path_in(self.pid, str(self.mountpoint))
 
     def stop(self) -> None:
-        """Unmount and release every file (SIGTERM), then wait: afterwards nothing is reserved."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        """SIGTERM unmounts and releases every file; afterwards nothing is reserved."""
+        super().stop()
         with contextlib.suppress(OSError):
             os.rmdir(self.mountpoint)  # the daemon removes it; not if it never mounted
         self.log.close()

@@ -6,6 +6,7 @@ import resource
 from dataclasses import dataclass
 
 from .hugepages import PoolCounters, huge_page_sizes, pool_counters
+from .mounts import mounts
 from .ranges import RangeSet, parse_ranges
 from .uapi import XATTR_ALLOCATED, XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_SHARED, XATTR_UNLINKED
 
@@ -64,12 +65,7 @@ def file_status(path: "str | os.PathLike[str]", display_path: str) -> FileStatus
 
 
 def gmemfs_mounts() -> list[str]:
-    with open("/proc/self/mounts") as mounts:
-        return [
-            fields[1].replace("\\040", " ")
-            for fields in (line.split() for line in mounts)
-            if fields[2] == "fuse.gmemfs"
-        ]
+    return [mountpoint for _, mountpoint, kind, _ in mounts() if kind == "fuse.gmemfs"]
 
 
 def mount_status(mountpoint: str) -> MountStatus:
