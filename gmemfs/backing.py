@@ -103,7 +103,8 @@ class Backing:
         return cls._sized(fd, size)
 
     @classmethod
-    def shared_memory(cls, size: int) -> "Backing":
+    def memfd(cls, size: int) -> "Backing":
+        """4 KiB pages in a memfd (shared memory the kernel can punch and count)."""
         try:
             fd = os.memfd_create("guest_memfd", os.MFD_CLOEXEC)
         except OSError as error:

@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
         "allow_other, default_permissions (on; nodefault_permissions turns it off), "
         "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), debug, "
-        "fail=OPERATION:ERRNO[:N] (inject a failure: OPERATION allocate|punch|create|convert_shared|"
+        "fail=OPERATION:ERRNO[:N] (inject a failure: OPERATION allocate|punch|size|convert_shared|"
         "convert_private; only the Nth call, or every call; repeatable). "
         "Limits for shared mounts: max_huge_pages=N, max_size=SIZE (4 KiB files), max_files=N, "
         "uid=, gid=, mode= (owner and mode of the root). "

@@ -10,7 +10,7 @@ import errno
 from collections import Counter
 from dataclasses import dataclass
 
-OPERATIONS = ("allocate", "punch", "create", "convert_shared", "convert_private")
+OPERATIONS = ("allocate", "punch", "size", "convert_shared", "convert_private")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class GuestMemfd:
     - `lock` (a threading.Lock) guards the bookkeeping (`allocated`, `shared`,
       `draining`) for a few list operations at a time, so the loop and a worker
       never see it half-changed; nobody blocks while holding it.
-    - `busy` (a trio.Lock) serializes page changes that wait (a threaded allocation,
+    - `change_lock` (a trio.Lock) serializes page changes that wait (a threaded allocation,
       a conversion waiting for the kernel's writeback). It is taken only by them and
       by changes that arrive while one is under way. writepage never takes it: a
       conversion holds it while the kernel writes dirty pages back through writepage.
@@ -52,7 +52,7 @@ class GuestMemfd:
     __slots__ = (
         "allocated",
         "backing",
-        "busy",
+        "change_lock",
         "draining",
         "flags",
         "host_mapped",
@@ -80,7 +80,7 @@ class GuestMemfd:
         self.draining = RangeSet()  # turning private: faults refused, writeback of dirty data still taken
         self.host_mapped = False  # the host has faulted pages in (so /proc may show it using them)
         self.lock = threading.Lock()
-        self.busy = trio.Lock()
+        self.change_lock = trio.Lock()
 
     @property
     def hugetlb(self) -> bool:
@@ -96,15 +96,15 @@ class GuestMemfd:
         self.page_size = page_size_for_flags(flags, self.profile, self.support.sizes, self.support.default_size)
         self.flags = flags
 
-    def create(self, size: int) -> None:
-        """Give the file its size: for hugetlb files, reserve every page now."""
+    def complete_creation(self, size: int) -> None:
+        """The first size completes creation (KVM_CREATE_GUEST_MEMFD's size): hugetlb files reserve every page now."""
         check_creation_size(self.size, size, self.page_size)
         self.quota.claim(size, self.page_size)
         try:
             if self.hugetlb:
                 self.backing = Backing.reserve_subpool(self.page_size, size)
             else:
-                self.backing = Backing.shared_memory(size)
+                self.backing = Backing.memfd(size)
         except BaseException:
             self.quota.release(size, self.page_size)
             raise

@@ -99,9 +99,9 @@ def resize_pool(page_size: int, pages: int, *, compact: bool = False) -> int:
             f"{memory_total() >> 20} MiB of memory"
         )
     current = pool_counters(page_size)
-    busy = current.total - current.free + current.reserved
-    if pages < busy:
-        raise PoolError(f"{label}={pages}: {busy} pages are in use or reserved; the pool cannot shrink below that")
+    held = current.total - current.free + current.reserved
+    if pages < held:
+        raise PoolError(f"{label}={pages}: {held} pages are in use or reserved; the pool cannot shrink below that")
     granted = set_pool_pages(page_size, pages)
     if granted < pages and compact:
         make_contiguous_memory()

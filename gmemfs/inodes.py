@@ -84,6 +84,15 @@ class InodeTable:
     def files(self) -> list[Inode]:
         return [inode for inode in self._inodes.values() if inode.gmem]
 
+    def unlinked_summary(self) -> dict:
+        """Files only fds reach (create_guest_memfd's): no path shows them, so the root does."""
+        unlinked = [inode.gmem for inode in self.files() if inode.nlink == 0]
+        return {
+            "files": len(unlinked),
+            "reserved_pages": sum(gmem.reserved_pages for gmem in unlinked),
+            "allocated_bytes": sum(gmem.allocated.total for gmem in unlinked),
+        }
+
     def path_of(self, inode: Inode) -> str:
         """'/dir/vm0' from the root; '(unlinked) vm0' for a file only fds still reach."""
         if inode.nlink == 0:
@@ -138,7 +147,7 @@ class InodeTable:
             if entry_cookie > cookie:
                 yield name, self._inodes[ino], entry_cookie
 
-    def remember(self, inode: Inode) -> Inode:
+    def add_lookup(self, inode: Inode) -> Inode:
         """The kernel got a reference to the inode (lookup, create, readdirplus...)."""
         inode.lookups += 1
         return inode

@@ -23,10 +23,16 @@ from .hugepages import HugePageSupport, pool_counters
 from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
 from .limits import MountQuota, check_file_limit
 from .options import MountOptions
-from .rules import GmemError, check_conversions, converts_anything, parse_flags_value, plan_conversion
+from .rules import (
+    GmemError,
+    check_conversions,
+    converts_anything,
+    first_page_in_use,
+    parse_flags_value,
+    plan_conversion,
+)
 from .uapi import (
     BASE_PAGE_SIZE,
-    CONVERSION_GRANULE,
     XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
@@ -90,7 +96,22 @@ def _opened_for_writing(flags: int) -> bool:
 
 
 class GmemOperations(pyfuse3.Operations):
-    """Every regular file is a guest_memfd; directories behave like tmpfs."""
+    """Every regular file is a guest_memfd; directories behave like tmpfs.
+
+    Concurrency, in one place:
+    - Every handler runs on the daemon's one trio loop and must never wait on anything a
+      client may hold (its mmap_lock, a page lock): the kernel may hold those while it
+      waits for this very daemon. So these run in worker threads: allocations of
+      THREADED_ALLOCATION bytes or more, the kernel's cache invalidation when a range
+      turns private (it writes dirty pages back through writepage), and the /proc scan
+      for mlock()ed pages (bounded by LOCKED_PAGE_SCAN_TIMEOUT).
+    - GuestMemfd.lock (threading) guards a file's page runs for a few list operations;
+      GuestMemfd.change_lock (trio) orders page changes behind one that is under way in a
+      thread. writepage takes neither the second nor waits: see GuestMemfd.
+    - The inode table is touched by the loop only.
+    Known limits: a request is answered in the order the loop gets to it; a signal to the
+    caller stops only threaded allocations (between 2 MiB chunks).
+    """
 
     enable_writeback_cache = False
 
@@ -213,7 +234,7 @@ class GmemOperations(pyfuse3.Operations):
             if ino is None:
                 raise FUSEError(errno.ENOENT)
             inode = self.inodes[ino]
-        return self._entry(self.inodes.remember(inode))
+        return self._entry(self.inodes.add_lookup(inode))
 
     async def forget(self, inode_list):
         for ino, count in inode_list:
@@ -232,8 +253,8 @@ class GmemOperations(pyfuse3.Operations):
         if fields.update_size:  # first, so that a refused size changes nothing
             if inode.gmem is None:
                 raise FUSEError(errno.EISDIR)
-            self._injected_fault("create")
-            await self._serialized(inode.gmem, inode.gmem.create, attr.st_size)
+            self._injected_fault("size")
+            await self._serialized(inode.gmem, inode.gmem.complete_creation, attr.st_size)
             inode.touch()
         if fields.update_mode:
             inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(attr.st_mode)
@@ -262,7 +283,7 @@ class GmemOperations(pyfuse3.Operations):
         self._room_for_another_inode()
         inode = self.inodes.new(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, name)
         self.inodes.link(directory, name, inode)
-        return self._entry(self.inodes.remember(inode))
+        return self._entry(self.inodes.add_lookup(inode))
 
     @_request("ino")
     async def create(self, parent_inode, name, mode, flags, ctx):
@@ -271,7 +292,7 @@ class GmemOperations(pyfuse3.Operations):
         gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support, self.quota)
         inode = self.inodes.new(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
-        self.inodes.remember(inode)
+        self.inodes.add_lookup(inode)
         fh = self.inodes.open(inode, writable=_opened_for_writing(flags))
         return self._file_info(fh, gmem), self._entry(inode)
 
@@ -282,7 +303,7 @@ class GmemOperations(pyfuse3.Operations):
         if target.is_dir:
             raise FUSEError(errno.EPERM)
         self.inodes.link(directory, new_name, target)
-        return self._entry(self.inodes.remember(target))
+        return self._entry(self.inodes.add_lookup(target))
 
     @_request("ino")
     async def unlink(self, parent_inode, name, ctx):
@@ -351,7 +372,7 @@ class GmemOperations(pyfuse3.Operations):
         for name, inode, cookie in self.inodes.entries_after(directory, start_id):
             if not pyfuse3.readdir_reply(token, name, self._entry(inode), cookie):
                 break
-            self.inodes.remember(inode)  # readdirplus hands the kernel a reference
+            self.inodes.add_lookup(inode)  # readdirplus hands the kernel a reference
 
     @_request("fh")
     async def releasedir(self, fh):
@@ -438,7 +459,7 @@ class GmemOperations(pyfuse3.Operations):
         fault = self.faults.trip("allocate")
         stop = halfway(start, end, gmem.page_size) if fault else end
         if stop - start >= THREADED_ALLOCATION:
-            async with gmem.busy:
+            async with gmem.change_lock:
                 await trio.to_thread.run_sync(gmem.allocate, start, stop, lambda: ctx.interrupted)
         else:
             await self._serialized(gmem, gmem.allocate, start, stop)
@@ -496,12 +517,7 @@ class GmemOperations(pyfuse3.Operations):
     def _first_locked_page(self, ino: int, start: int, end: int) -> "int | None":
         if self._device is None:
             self._device = fuse_device(self.mountpoint)
-        busy = [
-            max(start, locked_start)
-            for locked_start, locked_end in locked_ranges(self._device, ino)
-            if locked_start < end and locked_end > start
-        ]
-        return min(busy) - min(busy) % CONVERSION_GRANULE if busy else None
+        return first_page_in_use(locked_ranges(self._device, ino), start, end)
 
     async def _convert_to_private(self, inode: Inode, start: int, end: int) -> None:
         """Refuse host faults first, then drop the kernel's copies of the range (writing dirty
@@ -511,7 +527,7 @@ class GmemOperations(pyfuse3.Operations):
             await self._serialized(gmem, gmem.begin_private, start, end)
             gmem.end_private(start, end)
             return
-        async with gmem.busy:
+        async with gmem.change_lock:
             gmem.begin_private(start, end)
             try:
                 invalidate = functools.partial(pyfuse3.invalidate_inode, inode.ino, offset=start, length=end - start)
@@ -529,8 +545,8 @@ class GmemOperations(pyfuse3.Operations):
         """Run a page change after any that is under way in a thread (a large allocation,
         a conversion waiting for the kernel). Without one, no lock: taking a trio lock is
         two scheduler checkpoints, more than most changes cost."""
-        if gmem.busy.locked():
-            async with gmem.busy:
+        if gmem.change_lock.locked():
+            async with gmem.change_lock:
                 return change(*args)
         return change(*args)
 
@@ -563,15 +579,7 @@ class GmemOperations(pyfuse3.Operations):
         return list(XATTR_NAMES) if self._inode(ino).gmem else []
 
     def _unlinked_summary(self) -> bytes:
-        """Files only fds reach (create_guest_memfd's): no path shows them, so the root does."""
-        unlinked = [inode.gmem for inode in self.inodes.files() if inode.nlink == 0]
-        return json.dumps(
-            {
-                "files": len(unlinked),
-                "reserved_pages": sum(gmem.reserved_pages for gmem in unlinked),
-                "allocated_bytes": sum(gmem.allocated.total for gmem in unlinked),
-            }
-        ).encode()
+        return json.dumps(self.inodes.unlinked_summary()).encode()
 
     @_request("ino")
     async def removexattr(self, ino, name, ctx):

@@ -6,7 +6,7 @@ the kernel would return and the rule that was broken, for the daemon's log.
 
 import errno
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from .ranges import Range, RangeSet
@@ -158,6 +158,15 @@ def converts_anything(profile: AbiProfile, flags: int) -> bool:
     with SUPPORT_SHARED (kvm_gmem_inode_make_secure_inode); on the others its conversion finds
     no work and succeeds (kvm_gmem_convert_range)."""
     return not profile.shareability_needs_mmap or profile.mmap_allowed(flags)
+
+
+def first_page_in_use(locked: "Iterable[Range]", start: int, end: int) -> "int | None":
+    """The first 4 KiB page of [start, end) inside a range the host keeps locked: the
+    error_offset of a refused conversion to private (EAGAIN)."""
+    starts = [
+        max(start, locked_start) for locked_start, locked_end in locked if locked_start < end and locked_end > start
+    ]
+    return min(starts) - min(starts) % CONVERSION_GRANULE if starts else None
 
 
 def check_host_access(shared: "RangeSet", start: int, end: int, what: str, draining: "RangeSet | None" = None) -> None:

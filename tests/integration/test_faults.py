@@ -53,12 +53,12 @@ def test_eagain_on_conversion_to_private_reports_error_offset(start_gmemfs):
         os.close(fd)
 
 
-@pytest.mark.parametrize("operation", ["create", "punch", "convert_shared"])
+@pytest.mark.parametrize("operation", ["size", "punch", "convert_shared"])
 def test_other_operations_fail_with_the_chosen_errno(start_gmemfs, operation):
     daemon = start_gmemfs("-o", f"pagesize=2M,fail={operation}:EIO:1")
     fd = open_gmem(daemon.mountpoint)
     try:
-        if operation == "create":
+        if operation == "size":
             assert errno_of(os.ftruncate, fd, PAGE_2M) == "EIO"
             assert os.fstat(fd).st_size == 0
         os.ftruncate(fd, PAGE_2M)

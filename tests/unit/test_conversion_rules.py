@@ -172,3 +172,10 @@ VmFlags: rd wr sh mr mw me ms lo sd
 
 def test_locked_mappings_are_found_in_smaps():
     assert list(_locked_in_smaps(io.StringIO(SMAPS), " 00:3a 5 ")) == [(0x1000, 0x3000)]
+
+
+def test_the_first_page_in_use_is_the_error_offset():
+    from gmemfs.rules import first_page_in_use
+
+    assert first_page_in_use([(0, K4), (5 * K4 + 100, 9 * K4)], 2 * K4, 8 * K4) == 5 * K4
+    assert first_page_in_use([(0, K4)], 2 * K4, 8 * K4) is None

@@ -10,7 +10,7 @@ SUPPORT = HugePageSupport(sizes=frozenset({2 << 20}), default_size=2 << 20)
 
 def make_file(table, name=b"f"):
     gmem = GuestMemfd(0, RFC_V1, SUPPORT)
-    gmem.create(8192)  # a real memfd: eviction must close it
+    gmem.complete_creation(8192)  # a real memfd: eviction must close it
     inode = table.new(stat.S_IFREG | 0o600, 0, 0, name, gmem)
     table.link(table[ROOT_INO], name, inode)
     return inode, gmem
@@ -19,7 +19,7 @@ def make_file(table, name=b"f"):
 def test_unlinked_file_lives_until_closed_and_forgotten():
     table = InodeTable(0o755, 0, 0)
     inode, gmem = make_file(table)
-    table.remember(inode)
+    table.add_lookup(inode)
     fh = table.open(inode)
     table.unlink(table[ROOT_INO], b"f")
     assert gmem.backing is not None, "still open and looked up"
@@ -33,7 +33,7 @@ def test_unlinked_file_lives_until_closed_and_forgotten():
 def test_forget_before_release_waits_for_release():
     table = InodeTable(0o755, 0, 0)
     inode, gmem = make_file(table)
-    table.remember(inode)
+    table.add_lookup(inode)
     fh = table.open(inode)
     table.unlink(table[ROOT_INO], b"f")
     table.forget(inode.ino, 1)
@@ -45,7 +45,7 @@ def test_forget_before_release_waits_for_release():
 def test_linked_file_survives_close_and_forget():
     table = InodeTable(0o755, 0, 0)
     inode, gmem = make_file(table)
-    table.remember(inode)
+    table.add_lookup(inode)
     table.release(table.open(inode))
     table.forget(inode.ino, 1)
     assert gmem.backing is not None
