@@ -9,12 +9,22 @@ from support.host import touch
 from support.syscalls import convert, errno_of, set_flags, xattr
 
 from gmemfs import create_guest_memfd
+from gmemfs.uapi import (
+    GUEST_MEMFD_FLAG_HUGETLB_V2,
+    GUEST_MEMFD_FLAG_INIT_PRIVATE,
+    GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP,
+    GUEST_MEMFD_FLAG_SUPPORT_SHARED,
+    GUESTMEM_HUGETLB_FLAG_2MB,
+    KVM_GUEST_MEMFD_HUGE_2MB,
+    KVM_GUEST_MEMFD_HUGETLB,
+)
 
 K4, M2 = 4096, 2 << 20
-V2_SUPPORT_SHARED, V2_INIT_PRIVATE, V2_HUGETLB = 1 << 0, 1 << 1, 1 << 2
-UP_MMAP, UP_INIT_SHARED = 1 << 0, 1 << 1
-HUGE_2MB = 21 << 26  # RFC v1's size field
-V2_HUGE_2MB = 21 << 58  # RFC v2's: GUESTMEM_HUGETLB_FLAG_SHIFT 58 (include/uapi/linux/guestmem.h)
+V2_SUPPORT_SHARED, V2_INIT_PRIVATE = GUEST_MEMFD_FLAG_SUPPORT_SHARED, GUEST_MEMFD_FLAG_INIT_PRIVATE
+V2_HUGETLB, V2_HUGE_2MB = GUEST_MEMFD_FLAG_HUGETLB_V2, GUESTMEM_HUGETLB_FLAG_2MB
+UP_MMAP, UP_INIT_SHARED = GUEST_MEMFD_FLAG_MMAP, GUEST_MEMFD_FLAG_INIT_SHARED
+HUGE_2MB = KVM_GUEST_MEMFD_HUGE_2MB  # RFC v1's size field
 
 
 @pytest.fixture
@@ -31,7 +41,7 @@ def abi_dir(shared_mounts, request):
 # (abi, flags, errno of setting them, page size, starts shared, mmap allowed)
 TABLE = [
     ("rfc-v1", 0, "OK", K4, False, True),
-    ("rfc-v1", 1 << 1 | HUGE_2MB, "OK", M2, False, True),
+    ("rfc-v1", KVM_GUEST_MEMFD_HUGETLB | HUGE_2MB, "OK", M2, False, True),
     ("rfc-v1", 1 << 0, "EINVAL", None, None, None),
     ("rfc-v1", 1 << 2, "EINVAL", None, None, None),
     ("rfc-v2", 0, "OK", K4, False, False),
