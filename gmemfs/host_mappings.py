@@ -10,19 +10,14 @@ interface shows to another process; they cannot be detected.
 import os
 from collections.abc import Iterator
 
-from .mounts import unescape
+from .mounts import mount_device
 from .ranges import Range
 
 
 def fuse_device(mountpoint: str) -> "str | None":
-    """The mount's device as /proc/PID/maps prints it ('00:3a'), from the mount table."""
-    with open("/proc/self/mountinfo") as mountinfo:
-        for line in mountinfo:
-            fields = line.split()
-            if unescape(fields[4]) == mountpoint:
-                major, minor = (int(number) for number in fields[2].split(":"))
-                return f"{major:02x}:{minor:02x}"
-    return None
+    """The mount's device as /proc/PID/maps prints it ('00:3a')."""
+    device = mount_device(mountpoint)
+    return f"{device[0]:02x}:{device[1]:02x}" if device else None
 
 
 def locked_ranges(device: str, ino: int) -> Iterator[Range]:

@@ -17,6 +17,18 @@ def mounts(table: str = "/proc/self/mounts") -> "list[tuple[str, str, str, str]]
         return [tuple(unescape(field) for field in line.split()[:4]) for line in lines]
 
 
+def mount_device(mountpoint: str) -> "tuple[int, int] | None":
+    """(major, minor) of the mount at mountpoint, from mountinfo (no stat: it may be our own mount,
+    not yet served)."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            fields = line.split()
+            if unescape(fields[4]) == mountpoint:
+                major, minor = (int(number) for number in fields[2].split(":"))
+                return major, minor
+    return None
+
+
 def is_mounted(path: "str | Path", table: str = "/proc/self/mounts") -> bool:
     """Whether something is mounted at path (no stat: the mount may be our own, or dead)."""
     return any(mountpoint == str(path) for _, mountpoint, _, _ in mounts(table))

@@ -128,6 +128,10 @@ class GmemOperations(pyfuse3.Operations):
         self.quota = MountQuota(options.max_huge_pages, options.max_size)
         self._device: str | None = None  # the mount's st_dev as /proc/PID/maps shows it
         self.faults = FaultInjector(options.faults)
+        self.initialized = trio.Event()  # FUSE's INIT is answered
+
+    def init(self) -> None:
+        self.initialized.set()
 
     # ---- helpers -------------------------------------------------------------
 

@@ -87,3 +87,11 @@ def test_the_daemon_keeps_no_directory_busy(mountpoint, huge_pools, tmp_path):
         assert [os.readlink(f"/proc/{p}/cwd") for p in pid] == ["/"]
     finally:
         subprocess.run(["fusermount3", "-u", str(mountpoint)], check=True)
+
+
+def test_the_mount_reads_ahead_2_mib(start_gmemfs):
+    """A host touching a shared mapping faults 2 MiB per READ, not FUSE's default 128 KiB."""
+    daemon = start_gmemfs()
+    device = os.stat(daemon.mountpoint).st_dev
+    path = f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb"
+    assert wait_until(lambda: open(path).read().strip() == "2048", 5)
