@@ -13,6 +13,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -38,6 +39,7 @@ P2M, P1G = 2 * MiB, GiB
 HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
 HUGE_1G = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB
 PUNCH = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+PARALLEL = 4
 
 
 @dataclass
@@ -84,21 +86,28 @@ def median_seconds(operation, repeat: int, between=None) -> float:
     return statistics.median(times)
 
 
-def per_call_us(operations: list, calls: int, rounds: int = 20) -> list[float]:
-    """Median time of one call of each operation, in microseconds.
+def per_call_us(operations: list, calls: int, rounds: int = 40, daemons: "list | None" = None):
+    """Median wall time of one call of each operation, and the daemon's CPU time per call, in us.
 
-    The operations take turns in rounds, so that drift on a busy machine
-    (frequency, the other core's load) falls on all of them alike.
+    The operations take turns in rounds, so that drift on a busy machine (frequency, the other
+    core's load) falls on all of them alike. CPU time (from the daemon's schedstat, per round,
+    median over rounds) is steadier than wall time on a 2-core VM: it leaves out the wake-ups.
     """
     samples: list[list[int]] = [[] for _ in operations]
+    cpu: list[list[float]] = [[] for _ in operations]
+    daemons = daemons or [None] * len(operations)
     per_round = max(calls // rounds, 1)
     for _ in range(rounds):
-        for operation, times in zip(operations, samples):
+        for operation, times, used, daemon in zip(operations, samples, cpu, daemons):
+            before = daemon.cpu_ns() if daemon else 0
             for _ in range(per_round):
                 start = time.perf_counter_ns()
                 operation()
                 times.append(time.perf_counter_ns() - start)
-    return [statistics.median(times) / 1000 for times in samples]
+            if daemon:
+                used.append((daemon.cpu_ns() - before) / per_round)
+    wall = [statistics.median(times) / 1000 for times in samples]
+    return wall, [statistics.median(used) / 1000 if used else None for used in cpu]
 
 
 # ---- the three ways to get a 2 MiB-page file -------------------------------------------------
@@ -151,11 +160,25 @@ def allocation_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str, page_size: int
             for offset in range(0, region, step):
                 fallocate(fd, PUNCH, offset, step)
 
+        def allocate_in_parallel():
+            """PARALLEL threads, each allocating every PARALLEL-th page (a VMM's vCPU threads)."""
+
+            def share(first: int) -> None:
+                for offset in range(first * step, region, PARALLEL * step):
+                    fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, step)
+
+            threads = [threading.Thread(target=share, args=(index,)) for index in range(PARALLEL)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
         one_call = median_seconds(allocate_all, scale.repeat, between=punch_all)
         in_steps = median_seconds(allocate_in_steps, scale.repeat, between=punch_all)
         punched = median_seconds(punch_in_steps, scale.repeat, between=allocate_all)
+        parallel = median_seconds(allocate_in_parallel, scale.repeat, between=punch_all)
         punch_all()
-        return one_call * 1000, in_steps * 1000, punched * 1000
+        return one_call * 1000, in_steps * 1000, punched * 1000, parallel * 1000
 
     with kernel_file(region, page_size) as fd:
         fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, region)  # warm-up: the first touch of new pool pages is slow
@@ -166,8 +189,13 @@ def allocation_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str, page_size: int
     with gmem_file(null_mnt, region, flags) as fd:
         floor = measure(fd)
     size = f"{region // MiB} MiB" if region < GiB else f"{region // GiB} GiB"
-    names = [f"allocate {size} in one call", f"allocate {size} in {label} calls", f"punch {size} in {label} calls"]
-    targets = [(">= 0.95 x kernel", 0.95), (">= 0.5 x kernel", 0.5), ("", None)]
+    names = [
+        f"allocate {size} in one call",
+        f"allocate {size} in {label} calls",
+        f"punch {size} in {label} calls",
+        f"allocate {size} in {label} calls, {PARALLEL} threads",
+    ]
+    targets = [(">= 0.95 x kernel", 0.95), (">= 0.75 x kernel", 0.75), ("", None), (">= 0.8 x kernel", 0.8)]
     rows = []
     for index, name in enumerate(names):
         row = Row(f"{name} ({label} pages)", "ms", ours[index], kernel[index], floor[index])
@@ -198,8 +226,10 @@ def create_evict_row(scale: Scale, gmemfs_mnt: str, null_mnt: str) -> Row:
     return Row("create + size + unlink + evict, 2 MiB-page file", "files/s", *rates, higher=True)
 
 
-def request_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str) -> list[Row]:
-    rows = []
+def request_rows(scale: Scale, gmemfs_daemon: Daemon, null_daemon: Daemon) -> list[Row]:
+    """Per-request operations: wall time per call, and the daemon's CPU time per call against the floor."""
+    gmemfs_mnt, null_mnt = str(gmemfs_daemon.mountpoint), str(null_daemon.mountpoint)
+    measured = []
     with gmem_file(gmemfs_mnt, P2M) as ours, gmem_file(null_mnt, P2M) as floor:
         convert_shared(ours, 0, P2M)  # a linked file for stat, and a file for conversions
         path = os.path.join(gmemfs_mnt, "stat-me")
@@ -208,11 +238,14 @@ def request_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str) -> list[Row]:
             os.close(os.open(created, os.O_CREAT | os.O_RDWR))
         kernel_path = "/dev/shm/gmemfs-bench-stat"
         open(kernel_path, "w").close()
+        daemons = [gmemfs_daemon, None, null_daemon]
         try:
-            stats = per_call_us([lambda p=p: os.stat(p) for p in (path, kernel_path, null_path)], scale.requests)
+            stats = per_call_us(
+                [lambda p=p: os.stat(p) for p in (path, kernel_path, null_path)], scale.requests, daemons=daemons
+            )
         finally:
             os.unlink(kernel_path)
-        rows.append(Row("stat (lookup + getattr, uncached)", "us", *stats, target="<= 1.25 x floor"))
+        measured.append(("stat (lookup + getattr, uncached)", stats))
 
         def round_trip(fd):
             def convert():
@@ -221,16 +254,20 @@ def request_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str) -> list[Row]:
 
             return convert
 
-        conversions = per_call_us([round_trip(ours), round_trip(floor)], scale.requests)
-        rows.append(
-            Row("convert 2 MiB shared->private->shared", "us", conversions[0], None, conversions[1], "<= 1.25 x floor")
+        wall, cpu = per_call_us(
+            [round_trip(ours), round_trip(floor)], scale.requests, daemons=[gmemfs_daemon, null_daemon]
         )
+        measured.append(("convert 2 MiB shared->private->shared", ([wall[0], None, wall[1]], [cpu[0], None, cpu[1]])))
         with kernel_file(P2M) as direct:
             punches = [lambda fd=fd: fallocate(fd, PUNCH, 0, P2M) for fd in (ours, direct, floor)]
-            punch = per_call_us(punches, scale.requests)
-        rows.append(Row("punch a 2 MiB hole (nothing allocated)", "us", *punch, target="<= 1.25 x floor"))
-    for row in rows:
-        row.met = row.floor is not None and row.gmemfs <= 1.25 * row.floor
+            punch = per_call_us(punches, scale.requests, daemons=daemons)
+        measured.append(("punch a 2 MiB hole (nothing allocated)", punch))
+    rows = []
+    for name, (wall, cpu) in measured:
+        rows.append(Row(name, "us", *wall))
+        row = Row(f"  daemon CPU per call: {name.split(' (')[0]}", "us", cpu[0], None, cpu[2], "<= 1.1 x floor")
+        row.met = row.gmemfs <= 1.1 * row.floor
+        rows.append(row)
     return rows
 
 
@@ -268,7 +305,16 @@ def mmap_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str) -> list[Row]:
     with gmem_file(null_mnt, region) as fd:
         floor = throughput(fd, True)
     return [
-        Row("sequential write to shared memory via mmap", "MiB/s", ours[0], kernel[0], floor[0], higher=True),
+        Row(
+            "sequential write to shared memory via mmap",
+            "MiB/s",
+            ours[0],
+            kernel[0],
+            floor[0],
+            higher=True,
+            target=">= 0.25 x kernel",
+            met=ours[0] >= 0.25 * kernel[0],
+        ),
         Row("sequential read of shared memory via mmap", "MiB/s", ours[1], kernel[1], floor[1], higher=True),
     ]
 
@@ -390,12 +436,12 @@ def main() -> None:
         daemons.append(null_daemon)
         rows += allocation_rows(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint, P2M, "2 MiB")
         rows.append(create_evict_row(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint))
-        rows += request_rows(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint)
+        rows += request_rows(scale, gmemfs_daemon, null_daemon)
         rows += mmap_rows(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint)
         if not args.quick and resize_pool(P1G, pools[P1G] + 1) > pools[P1G]:
             one_page = Scale(region=P1G, repeat=3, requests=0, files=0, scattered_pages=0)
             one_gib = allocation_rows(one_page, gmemfs_daemon.mountpoint, null_daemon.mountpoint, P1G, "1 GiB")
-            rows += [one_gib[0], one_gib[2]]  # with one page, "in steps" is the one call again
+            rows += [one_gib[0], one_gib[2]]  # with one page, "in steps" is the one call again (and no threads)
         rows += memory_rows(scale, null_daemon.rss_mib())
     finally:
         for daemon in daemons:

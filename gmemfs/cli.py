@@ -1,6 +1,7 @@
 """The gmemfs command: check the options and the machine, mount, serve, clean up."""
 
 import argparse
+import gc
 import logging
 import logging.handlers
 import os
@@ -148,6 +149,7 @@ async def serve(operations: GmemOperations, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(_widen_readahead_once_initialized, operations, mountpoint)
+        gc.freeze()  # what startup made lives as long as the daemon: keep it out of every collection
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
