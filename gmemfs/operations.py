@@ -487,7 +487,7 @@ class GmemOperations(pyfuse3.Operations):
             self._injected_fault("convert_shared")
             await self._serialized(gmem, gmem.convert_to_shared, *plan)
             return 0, in_buf
-        in_use = await self._page_in_use(handle.inode, *plan)
+        in_use = await self._page_in_use(handle.inode, *plan) if gmem.host_mapped or self.faults.rules else None
         if in_use is not None:
             log.info(
                 "%s: conversion to private: page %#x is in use by the host (EAGAIN)", self._describe("fh", fh), in_use
@@ -527,8 +527,11 @@ class GmemOperations(pyfuse3.Operations):
         """Refuse host faults first, then drop the kernel's copies of the range (writing dirty
         pages back, which writepage still takes), so no fault can bring a copy back."""
         gmem = inode.gmem
-        if not gmem.host_mapped:
-            await self._serialized(gmem, gmem.begin_private, start, end)
+        if not gmem.host_mapped:  # no copy to drop: flip the runs, after any change under way
+            if gmem.change_lock.locked():
+                await self._serialized(gmem, gmem.begin_private, start, end)
+            else:
+                gmem.begin_private(start, end)
             gmem.end_private(start, end)
             return
         async with gmem.change_lock:
