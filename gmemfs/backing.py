@@ -6,19 +6,15 @@ the hugetlb series creates (every page reserved at creation). The backing fd
 is the only reference, so closing it, or the daemon dying, releases it all.
 """
 
-import ctypes
 import errno
 import mmap
 import os
 import resource
 
 from .hugepages import pool_counters
+from .libc import check, libc
 from .rules import GmemError
 from .uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_libc.syscall.restype = ctypes.c_long
 
 # x86-64 and arm64 share these numbers (the new mount API came after the split).
 SYS_FSOPEN = 430
@@ -32,10 +28,10 @@ MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Python < 3.12 lacks th
 
 
 def _check(result: int, what: str) -> int:
-    if result < 0:
-        err = ctypes.get_errno()
-        raise _out_of_fds(err) or OSError(err, f"{what}: {os.strerror(err)}")
-    return result
+    try:
+        return check(result, what)
+    except OSError as error:
+        raise _out_of_fds(error.errno) or error from None
 
 
 def _out_of_fds(err: int) -> "GmemError | None":
@@ -48,20 +44,20 @@ def _out_of_fds(err: int) -> "GmemError | None":
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    _check(_libc.fallocate(fd, mode, offset, length), "fallocate")
+    _check(libc.fallocate(fd, mode, offset, length), "fallocate")
 
 
 def _hugetlbfs_superblock(page_size: int, size: int) -> int:
     """A detached hugetlbfs mount whose subpool reserves size bytes of page_size pages."""
-    fs_fd = _check(_libc.syscall(SYS_FSOPEN, b"hugetlbfs", FSOPEN_CLOEXEC), "fsopen(hugetlbfs)")
+    fs_fd = _check(libc.syscall(SYS_FSOPEN, b"hugetlbfs", FSOPEN_CLOEXEC), "fsopen(hugetlbfs)")
     try:
         for key, value in (("pagesize", page_size), ("size", size), ("min_size", size)):
             _check(
-                _libc.syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key.encode(), str(value).encode(), 0),
+                libc.syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_SET_STRING, key.encode(), str(value).encode(), 0),
                 f"fsconfig({key})",
             )
-        _check(_libc.syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig(create)")
-        return _check(_libc.syscall(SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, 0), "fsmount")
+        _check(libc.syscall(SYS_FSCONFIG, fs_fd, FSCONFIG_CMD_CREATE, None, None, 0), "fsconfig(create)")
+        return _check(libc.syscall(SYS_FSMOUNT, fs_fd, FSMOUNT_CLOEXEC, 0), "fsmount")
     finally:
         os.close(fs_fd)
 

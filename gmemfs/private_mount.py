@@ -7,11 +7,10 @@ The supervisor reaches it through /proc/DAEMON/root. The daemon also dies with
 the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no daemon.
 """
 
-import ctypes
 import os
 import signal
 
-_libc = ctypes.CDLL(None, use_errno=True)
+from .libc import check, libc
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
@@ -19,17 +18,11 @@ MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 
 
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
 def enter_private_mount_namespace(supervisor: int) -> None:
     """Mount namespace of our own (nothing propagates back), and die with the supervisor."""
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
-    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount(/, MS_REC|MS_PRIVATE)")
-    _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount(/, MS_REC|MS_PRIVATE)")
+    check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != supervisor:  # it died before the death signal was armed
         raise SystemExit(1)
 

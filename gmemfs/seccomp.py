@@ -15,8 +15,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+from .libc import check, libc
 
 SYS_IOCTL = 16
 SYS_SECCOMP = 317
@@ -84,16 +83,12 @@ class _SockFprog(ctypes.Structure):
 def install_filter(program: bytes) -> int:
     """Install the filter on this process (inherited by its threads, children and exec) and
     return the listener fd. Sets no_new_privs, which seccomp requires of non-root callers."""
-    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     buffer = ctypes.create_string_buffer(program)
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
     flags = SECCOMP_FILTER_FLAG_NEW_LISTENER
-    listener = _libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
-    if listener < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"seccomp(SET_MODE_FILTER, NEW_LISTENER): {os.strerror(err)}")
-    return listener
+    listener = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    return check(listener, "seccomp(SET_MODE_FILTER, NEW_LISTENER)")
 
 
 @dataclass(frozen=True)

@@ -5,25 +5,15 @@ Every answer may be stale the moment it is read: the caller checks that the
 trapped call is still waiting before acting on it.
 """
 
-import ctypes
 import errno
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+from .libc import check, libc
 
 SYS_KCMP = 312
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438
 KCMP_FILE = 0
-
-
-def _syscall(number: int, *args: int, what: str) -> int:
-    result = _libc.syscall(number, *args)
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-    return result
 
 
 def read_memory(pid: int, address: int, size: int) -> bytes:
@@ -78,16 +68,16 @@ def thread_group(tid: int) -> int:
 
 def copy_fd(tid: int, fd: int) -> int:
     """Our own fd for the open file behind a thread's fd (pidfd_getfd: close-on-exec, same file)."""
-    pidfd = _syscall(SYS_PIDFD_OPEN, thread_group(tid), 0, what="pidfd_open")
+    pidfd = check(libc.syscall(SYS_PIDFD_OPEN, thread_group(tid), 0), "pidfd_open")
     try:
-        return _syscall(SYS_PIDFD_GETFD, pidfd, fd, 0, what="pidfd_getfd")
+        return check(libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0), "pidfd_getfd")
     finally:
         os.close(pidfd)
 
 
 def same_file(our_fd: int, pid: int, fd: int) -> bool:
     """Whether pid's fd is the very open file behind our_fd (kcmp KCMP_FILE)."""
-    result = _libc.syscall(SYS_KCMP, os.getpid(), pid, KCMP_FILE, our_fd, fd)
+    result = libc.syscall(SYS_KCMP, os.getpid(), pid, KCMP_FILE, our_fd, fd)
     return result == 0
 
 
