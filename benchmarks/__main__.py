@@ -71,7 +71,7 @@ class Scale:
     scattered_pages: int  # allocated 4 KiB pages in the sparse 1 TiB file
 
 
-FULL = Scale(region=GiB, repeat=5, requests=2000, files=1000, scattered_pages=10_000)
+FULL = Scale(region=GiB, repeat=5, requests=6000, files=1000, scattered_pages=10_000)
 QUICK = Scale(region=16 * MiB, repeat=2, requests=50, files=20, scattered_pages=100)
 
 
@@ -86,7 +86,7 @@ def median_seconds(operation, repeat: int, between=None) -> float:
     return statistics.median(times)
 
 
-def per_call_us(operations: list, calls: int, rounds: int = 40, daemons: "list | None" = None):
+def per_call_us(operations: list, calls: int, rounds: int = 60, daemons: "list | None" = None):
     """Median wall time of one call of each operation, and the daemon's CPU time per call, in us.
 
     The operations take turns in rounds, so that drift on a busy machine (frequency, the other
