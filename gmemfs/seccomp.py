@@ -11,6 +11,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import select
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -125,6 +126,15 @@ class Listener:
             fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)
         except OSError:
             pass
+
+    def state(self) -> str:
+        """'pending' (a trapped call waits), 'orphaned' (no process uses the filter any more), or 'idle'."""
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        events = sum(events for _, events in poller.poll(0))
+        if events & select.POLLIN:
+            return "pending"
+        return "orphaned" if events & (select.POLLHUP | select.POLLERR) else "idle"
 
     def receive(self) -> "Notification | None":
         """The next trapped call; None if it vanished (the thread was killed or interrupted)."""

@@ -103,9 +103,18 @@ class GuestMemfdSupervisor:
         self.calls = 0
 
     async def serve(self) -> None:
-        """Answer trapped calls until cancelled (the program has ended)."""
+        """Answer trapped calls until cancelled (the program has ended) or nobody uses the filter.
+
+        RECV blocks until a call is trapped, so it is issued only when poll says one waits:
+        once every process of the program is gone, the listener is readable with POLLHUP alone.
+        """
         while True:
             await trio.lowlevel.wait_readable(self.listener.fd)
+            state = self.listener.state()
+            if state == "orphaned":
+                return
+            if state == "idle":  # the call went away (its thread was killed) before we looked
+                continue
             notification = self.listener.receive()
             if notification is not None:
                 self.answer(notification)

@@ -60,3 +60,17 @@ async def test_supervisor_stops_when_the_program_ends_and_keeps_the_loop_free(st
         nursery.cancel_scope.cancel()
     assert status == 0
     assert ticks >= 10, "the supervisor blocked the trio loop while it waited"
+
+
+async def test_serving_ends_by_itself_once_no_process_uses_the_filter(start_gmemfs):
+    """RECV would block the loop forever after the last trapped process is gone: poll first."""
+    daemon = start_gmemfs()
+    process, listener = start_program(["true"], RFC_V1.name)
+    supervisor = GuestMemfdSupervisor(listener, str(daemon.mountpoint), RFC_V1)
+    try:
+        with trio.fail_after(10):
+            await supervisor.serve()
+    finally:
+        process.wait()
+        listener.close()
+        supervisor.close()
