@@ -178,6 +178,11 @@ class GuestMemfd:
         with self.lock:
             self.shared.add(start, end)
 
+    def convert_to_private(self, start: int, end: int) -> None:
+        """In place, when the host never mapped the file: no copy of it to drop, no writeback to take."""
+        with self.lock:
+            self.shared.remove(start, end)
+
     def begin_private(self, start: int, end: int) -> None:
         """Refuse host faults on [start, end) from now on, but still take the writeback of
         what the host wrote while the pages were shared (the kernel is about to flush it)."""

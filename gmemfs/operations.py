@@ -527,12 +527,8 @@ class GmemOperations(pyfuse3.Operations):
         """Refuse host faults first, then drop the kernel's copies of the range (writing dirty
         pages back, which writepage still takes), so no fault can bring a copy back."""
         gmem = inode.gmem
-        if not gmem.host_mapped:  # no copy to drop: flip the runs, after any change under way
-            if gmem.change_lock.locked():
-                await self._serialized(gmem, gmem.begin_private, start, end)
-            else:
-                gmem.begin_private(start, end)
-            gmem.end_private(start, end)
+        if not gmem.host_mapped:  # no copy to drop
+            await self._serialized(gmem, gmem.convert_to_private, start, end)
             return
         async with gmem.change_lock:
             gmem.begin_private(start, end)
