@@ -103,6 +103,11 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
             else:
                 raise OptionError(f"unknown mount option {item!r}")
     options.extra_fuse_options = tuple(extra)
+    if options.allow_other and not options.default_permissions:
+        raise OptionError(
+            "allow_other with nodefault_permissions: gmemfs checks no mode bits itself, so every user "
+            "could change every file; keep default_permissions"
+        )
     if options.page_size != BASE_PAGE_SIZE and not options.abi.hugetlb:
         raise OptionError(f"pagesize={format_size(options.page_size)}: the {options.abi.name} ABI has no hugetlb pages")
     return options

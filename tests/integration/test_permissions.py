@@ -38,10 +38,22 @@ def test_with_allow_other_default_permissions_checks_modes(start_gmemfs):
     assert "Permission denied" in as_nobody("touch", str(daemon.mountpoint / "new")).stderr, "root's 0755 root dir"
 
 
-def test_nodefault_permissions_leaves_checks_to_the_daemon(start_gmemfs):
-    daemon = start_gmemfs("-o", "allow_other,nodefault_permissions")
+def test_allow_other_without_default_permissions_is_refused(tmp_path):
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gmemfs", "-o", "allow_other,nodefault_permissions", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "allow_other with nodefault_permissions" in result.stderr
+
+
+def test_without_default_permissions_only_the_owner_reaches_the_mount(start_gmemfs):
+    daemon = start_gmemfs("-o", "nodefault_permissions")
     os.close(open_gmem(daemon.mountpoint, "private-file"))
-    assert as_nobody("getfattr", "-n", "user.gmem.flags", str(daemon.mountpoint / "private-file")).returncode == 0
+    denied = as_nobody("getfattr", "-n", "user.gmem.flags", str(daemon.mountpoint / "private-file"))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
 
 @pytest.mark.parametrize("umask, mode, expected", [(0o077, 0o666, 0o600), (0o022, 0o640, 0o640), (0, 0o600, 0o600)])

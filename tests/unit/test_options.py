@@ -25,8 +25,8 @@ def test_pagesize_sets_the_flags_of_new_files(value, flags):
 
 
 def test_options_combine_across_several_o():
-    options = parse_mount_options(["allow_other,pagesize=2M", "nodefault_permissions", "noatime,auto"])
-    assert options.allow_other and not options.default_permissions
+    options = parse_mount_options(["allow_other,pagesize=2M", "default_permissions", "noatime,auto"])
+    assert options.allow_other and options.default_permissions
     assert options.page_size == 2 << 20
     assert "noatime" in options.fuse_options() and "auto" not in options.fuse_options()
 
@@ -62,3 +62,10 @@ def test_the_daemon_does_not_import_rich():
 
     code = "import sys, gmemfs.cli, gmemfs.operations, gmemfs.run; print('rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_other_users_never_reach_a_mount_without_permission_checks():
+    """The daemon checks no mode bits itself: on a shared mount the kernel must."""
+    with pytest.raises(OptionError, match="allow_other with nodefault_permissions"):
+        parse_mount_options(["allow_other,nodefault_permissions"])
+    assert not parse_mount_options(["nodefault_permissions"]).default_permissions, "fine for the owner alone"
