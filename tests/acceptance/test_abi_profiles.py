@@ -4,6 +4,7 @@ import mmap
 import os
 
 import pytest
+from support.commands import assert_one_line_error, run_gmemfs
 from support.files import open_gmem
 from support.host import touch
 from support.syscalls import convert, errno_of, set_flags, xattr
@@ -117,12 +118,5 @@ def test_rfc_v2_conversions_without_support_shared_do_nothing(abi_dir):
 
 
 def test_upstream_mount_refuses_huge_pages(tmp_path):
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "gmemfs", "-o", "abi=upstream,pagesize=2M", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 1 and "the upstream ABI has no hugetlb pages" in result.stderr
+    result = run_gmemfs("-o", "abi=upstream,pagesize=2M", str(tmp_path))
+    assert_one_line_error(result, "the upstream ABI has no hugetlb pages")

@@ -2,16 +2,11 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
+from support.commands import GMEMFS, assert_one_line_error
+from support.commands import run_gmemfs as run
 from support.mount import is_mounted, new_mountpoint, remove_mountpoint, wait_until
-
-GMEMFS = [sys.executable, "-m", "gmemfs"]
-
-
-def run(*args, **kwargs):
-    return subprocess.run([*GMEMFS, *args], capture_output=True, text=True, timeout=30, **kwargs)
 
 
 @pytest.fixture
@@ -21,14 +16,6 @@ def mountpoint():
     if is_mounted(path):
         subprocess.run(["fusermount3", "-u", str(path)])
     remove_mountpoint(path)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gmemfs: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_missing_mountpoint(tmp_path):

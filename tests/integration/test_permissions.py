@@ -4,6 +4,7 @@ import os
 import subprocess
 
 import pytest
+from support.commands import assert_one_line_error, run_gmemfs
 from support.files import open_gmem
 
 from gmemfs import create_guest_memfd
@@ -39,14 +40,8 @@ def test_with_allow_other_default_permissions_checks_modes(start_gmemfs):
 
 
 def test_allow_other_without_default_permissions_is_refused(tmp_path):
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-m", "gmemfs", "-o", "allow_other,nodefault_permissions", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 1 and "allow_other with nodefault_permissions" in result.stderr
+    result = run_gmemfs("-o", "allow_other,nodefault_permissions", str(tmp_path))
+    assert_one_line_error(result, "allow_other with nodefault_permissions")
 
 
 def test_without_default_permissions_only_the_owner_reaches_the_mount(start_gmemfs):

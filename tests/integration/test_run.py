@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from support.commands import GMEMFS
 from support.kvm import why_no_kvm
 from support.mount import wait_until
 from support.pools import PAGE_2M
@@ -35,7 +36,6 @@ from gmemfs.uapi import (
 
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
 
-GMEMFS = [sys.executable, "-m", "gmemfs"]
 RFC_V1_HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
 RFC_V2_HUGE_2M = GUEST_MEMFD_FLAG_HUGETLB_V2 | GUEST_MEMFD_FLAG_SUPPORT_SHARED | GUESTMEM_HUGETLB_FLAG_2MB
 

@@ -1,0 +1,19 @@
+"""Running the gmemfs command as a user does, and what its errors must look like."""
+
+import subprocess
+import sys
+
+GMEMFS = [sys.executable, "-m", "gmemfs"]
+
+
+def run_gmemfs(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([*GMEMFS, *args], capture_output=True, text=True, timeout=30, **kwargs)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit status 1 and exactly one line on stderr, 'gmemfs: ...', naming every fragment."""
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmemfs: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
