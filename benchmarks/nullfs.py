@@ -18,6 +18,8 @@ ROOT = pyfuse3.ROOT_INODE
 
 
 class NullFs(pyfuse3.Operations):
+    handle_killpriv_v2 = True  # as gmemfs: the floor pays the same round trips, no more
+
     def __init__(self, cache_timeout: float) -> None:
         super().__init__()
         self.cache_timeout = cache_timeout

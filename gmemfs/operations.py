@@ -27,6 +27,7 @@ from .rules import (
     GmemError,
     check_conversions,
     converts_anything,
+    file_mode,
     first_page_in_use,
     parse_flags_value,
     plan_conversion,
@@ -114,6 +115,7 @@ class GmemOperations(pyfuse3.Operations):
     """
 
     enable_writeback_cache = False
+    handle_killpriv_v2 = True  # see rules.file_mode
 
     def __init__(self, options: MountOptions, mountpoint: str, support: "HugePageSupport | None" = None) -> None:
         super().__init__()
@@ -261,7 +263,8 @@ class GmemOperations(pyfuse3.Operations):
             await self._serialized(inode.gmem, inode.gmem.complete_creation, attr.st_size)
             inode.touch()
         if fields.update_mode:
-            inode.mode = stat.S_IFMT(inode.mode) | stat.S_IMODE(attr.st_mode)
+            bits = stat.S_IMODE(attr.st_mode) if inode.is_dir else file_mode(attr.st_mode)
+            inode.mode = stat.S_IFMT(inode.mode) | bits
         if fields.update_uid:
             inode.uid = attr.st_uid
         if fields.update_gid:
@@ -294,7 +297,7 @@ class GmemOperations(pyfuse3.Operations):
         directory = self._new_name(parent_inode, name)
         self._room_for_another_inode()
         gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support, self.quota)
-        inode = self.inodes.new(stat.S_IFREG | stat.S_IMODE(mode), ctx.uid, ctx.gid, name, gmem)
+        inode = self.inodes.new(stat.S_IFREG | file_mode(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.add_lookup(inode)
         fh = self.inodes.open(inode, writable=_opened_for_writing(flags))

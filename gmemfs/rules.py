@@ -6,6 +6,7 @@ the kernel would return and the rule that was broken, for the daemon's log.
 
 import errno
 import re
+import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
@@ -175,3 +176,14 @@ def check_host_access(shared: "RangeSet", start: int, end: int, what: str, drain
     for private_start, private_end in shared.gaps(start, end):
         if draining is None or not draining.covers(private_start, private_end):
             raise GmemError(errno.EINVAL, f"{what} of private page {private_start:#x}")
+
+
+def file_mode(mode: int) -> int:
+    """A regular file's permission bits, without set-user-ID and set-group-ID.
+
+    Guest memory is no program (the mount is noexec), and the daemon has taken killpriv over
+    from the kernel (FUSE_HANDLE_KILLPRIV_V2, which spares every write and fallocate a
+    security.capability lookup): it keeps that promise by never storing the bits it would
+    have to drop. security.capability itself cannot be set (setxattr takes only user.gmem.*).
+    """
+    return stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID)
