@@ -14,6 +14,8 @@ import sys
 import pyfuse3
 import trio
 
+from gmemfs.options import MountOptions
+
 ROOT = pyfuse3.ROOT_INODE
 
 
@@ -110,7 +112,7 @@ async def serve() -> None:
                     nursery.cancel_scope.cancel()
 
         nursery.start_soon(stop_on_signal)
-        await pyfuse3.main()
+        await pyfuse3.main(busy_poll=MountOptions().busy_poll_us / 1e6)  # the machinery gmemfs runs on
         nursery.cancel_scope.cancel()
 
 

@@ -42,7 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
         "allow_other, default_permissions (on; nodefault_permissions turns it off), "
-        "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), debug, "
+        "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), "
+        "busy_poll=MICROSECONDS (how long the daemon looks for the next request before it sleeps, "
+        "default 50; 0 never polls), debug, "
         "fail=OPERATION:ERRNO[:N] (inject a failure: OPERATION allocate|punch|size|convert_shared|"
         "convert_private; only the Nth call, or every call; repeatable). "
         "Limits for shared mounts: max_huge_pages=N, max_size=SIZE (4 KiB files), max_files=N, "
@@ -150,7 +152,7 @@ async def serve(operations: GmemOperations, mountpoint: str) -> None:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(_widen_readahead_once_initialized, operations, mountpoint)
         gc.freeze()  # what startup made lives as long as the daemon: keep it out of every collection
-        await pyfuse3.main()
+        await pyfuse3.main(busy_poll=operations.options.busy_poll_us / 1e6)
         nursery.cancel_scope.cancel()
 
 

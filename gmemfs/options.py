@@ -20,6 +20,9 @@ class OptionError(ValueError):
     """A mount option that gmemfs cannot honour; the message is for the user."""
 
 
+MAX_BUSY_POLL_US = 10_000
+
+
 @dataclass
 class MountOptions:
     page_size: int = BASE_PAGE_SIZE  # the page size of new files
@@ -28,6 +31,9 @@ class MountOptions:
     allow_other: bool = False
     debug: bool = False
     cache_timeout: float = 1.0  # seconds the kernel may cache names and attributes
+    # After answering a request, look for the next one this long before sleeping: waking a
+    # sleeping daemon costs a VM tens of microseconds per request (pyfuse3's main(busy_poll=)).
+    busy_poll_us: int = 50
     faults: tuple[FaultRule, ...] = ()  # failures to inject (-o fail=...)
     max_huge_pages: "int | None" = None  # huge pages the mount's files may reserve in all
     max_size: "int | None" = None  # bytes the mount's 4 KiB files may hold in all
@@ -84,6 +90,8 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
                     raise OptionError(str(error)) from None
             elif name == "cache_timeout":
                 options.cache_timeout = _parse_timeout(value)
+            elif name == "busy_poll":
+                options.busy_poll_us = _parse_busy_poll(value)
             elif name in ("max_huge_pages", "max_files", "uid", "gid"):
                 number = _parse_count(item, value)
                 if name in ("uid", "gid"):
@@ -154,3 +162,9 @@ def _parse_timeout(value: str) -> float:
     if not 0 <= timeout <= 3600:
         raise OptionError(f"cache_timeout={value}: seconds, from 0 to 3600")
     return timeout
+
+
+def _parse_busy_poll(value: str) -> int:
+    if not value.isdigit() or int(value) > MAX_BUSY_POLL_US:
+        raise OptionError(f"busy_poll={value}: microseconds, from 0 (never poll) to {MAX_BUSY_POLL_US}")
+    return int(value)

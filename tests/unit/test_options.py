@@ -31,13 +31,23 @@ def test_options_combine_across_several_o():
     assert "noatime" in options.fuse_options() and "auto" not in options.fuse_options()
 
 
+def test_busy_poll():
+    assert parse_mount_options([]).busy_poll_us == 50
+    assert parse_mount_options(["busy_poll=0"]).busy_poll_us == 0
+    assert parse_mount_options(["busy_poll=10000"]).busy_poll_us == 10_000
+
+
 def test_cache_timeout():
     assert parse_mount_options([]).cache_timeout == 1.0
     assert parse_mount_options(["cache_timeout=0"]).cache_timeout == 0.0
 
 
 @pytest.mark.parametrize(
-    "bad", ["pagesize=3M", "pagesize=", "pagesize", "abi=v9", "colour=blue", "allow_other=1", "cache_timeout=-1"]
+    "bad",
+    [
+        *("pagesize=3M", "pagesize=", "pagesize", "abi=v9", "colour=blue", "allow_other=1", "cache_timeout=-1"),
+        *("busy_poll=-1", "busy_poll=10001", "busy_poll=1.5", "busy_poll"),
+    ],
 )
 def test_bad_options_name_themselves(bad):
     with pytest.raises(OptionError, match=bad.split("=")[0]):
