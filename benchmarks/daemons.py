@@ -25,9 +25,13 @@ class Daemon(DaemonProcess):
         return cls([sys.executable, "-m", "gmemfs", "-f", "-o", options, mountpoint], mountpoint)
 
     @classmethod
-    def nullfs(cls, cache_timeout: float) -> "Daemon":
+    def nullfs(cls, cache_timeout: float, busy_poll_us: "int | None" = None) -> "Daemon":
+        """The floor; busy_poll_us as gmemfs's option (None: gmemfs's default)."""
         mountpoint = tempfile.mkdtemp(prefix="nullfs-bench-")
-        return cls([sys.executable, "-m", "benchmarks.nullfs", mountpoint, str(cache_timeout)], mountpoint)
+        command = [sys.executable, "-m", "benchmarks.nullfs", mountpoint, str(cache_timeout)]
+        if busy_poll_us is not None:
+            command.append(str(busy_poll_us))
+        return cls(command, mountpoint)
 
     def cpu_ns(self) -> int:
         """CPU time the daemon has used, all threads, in ns (schedstat: finer than utime's ticks)."""

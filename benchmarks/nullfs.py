@@ -1,7 +1,7 @@
 """A pyfuse3 filesystem that answers every request gmemfs answers, doing nothing.
 
 Its times are the floor any Python FUSE daemon pays for the same request.
-Usage: python -m benchmarks.nullfs MOUNTPOINT CACHE_TIMEOUT   (foreground)
+Usage: python -m benchmarks.nullfs MOUNTPOINT CACHE_TIMEOUT [BUSY_POLL_US]   (foreground)
 """
 
 import errno
@@ -103,7 +103,7 @@ class NullFs(pyfuse3.Operations):
         pass
 
 
-async def serve() -> None:
+async def serve(busy_poll_us: int) -> None:
     async with trio.open_nursery() as nursery:
 
         async def stop_on_signal():
@@ -112,16 +112,18 @@ async def serve() -> None:
                     nursery.cancel_scope.cancel()
 
         nursery.start_soon(stop_on_signal)
-        await pyfuse3.main(busy_poll=MountOptions().busy_poll_us / 1e6)  # the machinery gmemfs runs on
+        await pyfuse3.main(busy_poll=busy_poll_us / 1e6)
         nursery.cancel_scope.cancel()
 
 
 def main() -> None:
     mountpoint, cache_timeout = sys.argv[1], float(sys.argv[2])
+    # The machinery gmemfs runs on: the same polling for the next request, unless told otherwise.
+    busy_poll_us = int(sys.argv[3]) if len(sys.argv) > 3 else MountOptions().busy_poll_us
     # The same options gmemfs mounts with: default_permissions makes the kernel check (and fetch) attributes.
     pyfuse3.init(NullFs(cache_timeout), mountpoint, {"fsname=nullfs", "subtype=nullfs", "default_permissions"})
     try:
-        trio.run(serve)
+        trio.run(serve, busy_poll_us)
     finally:
         with open("/proc/self/mounts") as mounts:
             mounted = any(line.split()[1] == os.path.abspath(mountpoint) for line in mounts)
