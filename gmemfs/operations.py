@@ -110,6 +110,8 @@ class GmemOperations(pyfuse3.Operations):
       GuestMemfd.change_lock (trio) orders page changes behind one that is under way in a
       thread. writepage takes neither the second nor waits: see GuestMemfd.
     - The inode table is touched by the loop only.
+    - Between requests the loop polls the FUSE fd for up to -o busy_poll (without the GIL,
+      so worker threads run on) before it sleeps: see pyfuse3 patch 0006.
     Known limits: a request is answered in the order the loop gets to it; a signal to the
     caller stops only threaded allocations (between 2 MiB chunks).
     """
