@@ -14,7 +14,7 @@ import sys
 import pyfuse3
 import trio
 
-from gmemfs.options import MountOptions
+from gmemfs.options import DEFAULT_BUSY_POLL_US
 
 ROOT = pyfuse3.ROOT_INODE
 
@@ -119,7 +119,7 @@ async def serve(busy_poll_us: int) -> None:
 def main() -> None:
     mountpoint, cache_timeout = sys.argv[1], float(sys.argv[2])
     # The machinery gmemfs runs on: the same polling for the next request, unless told otherwise.
-    busy_poll_us = int(sys.argv[3]) if len(sys.argv) > 3 else MountOptions().busy_poll_us
+    busy_poll_us = int(sys.argv[3]) if len(sys.argv) > 3 else DEFAULT_BUSY_POLL_US
     # The same options gmemfs mounts with: default_permissions makes the kernel check (and fetch) attributes.
     pyfuse3.init(NullFs(cache_timeout), mountpoint, {"fsname=nullfs", "subtype=nullfs", "default_permissions"})
     try:

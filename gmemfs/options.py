@@ -20,6 +20,9 @@ class OptionError(ValueError):
     """A mount option that gmemfs cannot honour; the message is for the user."""
 
 
+# After answering a request, look for the next one this long before sleeping: waking a sleeping
+# daemon costs a VM tens of microseconds per request (pyfuse3's main(busy_poll=)).
+DEFAULT_BUSY_POLL_US = 50
 MAX_BUSY_POLL_US = 10_000
 
 
@@ -31,9 +34,7 @@ class MountOptions:
     allow_other: bool = False
     debug: bool = False
     cache_timeout: float = 1.0  # seconds the kernel may cache names and attributes
-    # After answering a request, look for the next one this long before sleeping: waking a
-    # sleeping daemon costs a VM tens of microseconds per request (pyfuse3's main(busy_poll=)).
-    busy_poll_us: int = 50
+    busy_poll_us: int = DEFAULT_BUSY_POLL_US
     faults: tuple[FaultRule, ...] = ()  # failures to inject (-o fail=...)
     max_huge_pages: "int | None" = None  # huge pages the mount's files may reserve in all
     max_size: "int | None" = None  # bytes the mount's 4 KiB files may hold in all
