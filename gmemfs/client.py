@@ -1,6 +1,7 @@
 """What VMM code imports: create a guest_memfd on a gmemfs mount and convert its pages,
 with the kernel's ioctl numbers and errors."""
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -13,23 +14,38 @@ from .uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CO
 def create_guest_memfd(mountpoint: "str | os.PathLike[str]", size: int, flags: int = 0) -> int:
     """Return an anonymous gmem fd of `size` bytes, like KVM_CREATE_GUEST_MEMFD.
 
-    Creates a file, sets its flags, sizes it (which reserves its huge pages),
-    reopens it (the kernel fixes mmap support when a file is opened) and unlinks
-    the name, so the memory lives exactly as long as the fd (and its dups and
-    mappings). Raises OSError with the kernel's errno: EINVAL for bad flags or
-    size, ENOMEM when the huge page pool cannot reserve it.
+    Creates a file, unlinks its name at once, sets its flags, sizes it (which reserves its
+    huge pages) and reopens it (the kernel fixes mmap support when a file is opened), so the
+    memory lives exactly as long as the fd (and its dups and mappings). The kernel's file has
+    no name: here the name is never used after the creation, and the reopening goes through
+    the creating fd, so no other user who may write the directory can slip a file of theirs
+    in. Raises OSError with the kernel's errno: EINVAL for bad flags or size, ENOMEM when the
+    huge page pool cannot reserve it.
     """
-    path = os.path.join(mountpoint, f".guest_memfd-{os.getpid()}-{secrets.token_hex(6)}")
-    creator = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    creator = _create_unnamed(mountpoint)
     try:
         os.setxattr(creator, XATTR_FLAGS, str(flags).encode())
         os.ftruncate(creator, size)
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(f"/proc/self/fd/{creator}", os.O_RDWR)  # the same inode, never a name
         os.set_inheritable(fd, True)  # get_unused_fd_flags(0): the kernel's fd has no close-on-exec
         return fd
     finally:
-        os.unlink(path)
         os.close(creator)
+
+
+def _create_unnamed(mountpoint: "str | os.PathLike[str]") -> int:
+    """An O_RDWR fd of a new file whose name is already gone (FUSE has no O_TMPFILE)."""
+    while True:
+        path = os.path.join(mountpoint, f".guest_memfd-{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            creator = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:  # someone else took the name first: ours must be new
+            continue
+        # If another user renamed a file over the name, theirs goes; if they moved ours away, it
+        # keeps their name (0600: they cannot open it). Either way `creator` is ours.
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return creator
 
 
 class ConversionError(OSError):
