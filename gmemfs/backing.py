@@ -43,6 +43,16 @@ def _out_of_fds(err: int) -> "GmemError | None":
     return GmemError(errno.ENOSPC, f"the daemon holds one fd per sized file and has no more (limit {limit})")
 
 
+def _keep_fds_free(fd: int) -> None:
+    """Refuse a file the fd among the daemon's last few (fds are handed out lowest first, so every
+    fd below it is taken): the in-use check and the daemon's own work need some even when one
+    user has sized as many files as the limit allows, and EMFILE there would be everyone's."""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if fd >= limit - min(64, limit // 4):
+        os.close(fd)
+        raise _out_of_fds(errno.EMFILE)
+
+
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
     _check(libc.fallocate(fd, mode, offset, length), "fallocate")
 
@@ -109,6 +119,7 @@ class Backing:
 
     @classmethod
     def _sized(cls, fd: int, size: int) -> "Backing":
+        _keep_fds_free(fd)
         try:
             os.ftruncate(fd, size)
         except OSError:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import trio
 
 from .backing import Backing
+from .host_users import FileUsers
 from .hugepages import HugePageSupport
 from .limits import MountQuota
 from .ranges import RangeSet, format_ranges
@@ -63,6 +64,7 @@ class GuestMemfd:
         "shared",
         "size",
         "support",
+        "users",
     )
 
     def __init__(
@@ -79,6 +81,7 @@ class GuestMemfd:
         self.shared = RangeSet()
         self.draining = RangeSet()  # turning private: faults refused, writeback of dirty data still taken
         self.host_mapped = False  # the host has faulted pages in (so /proc may show it using them)
+        self.users = FileUsers()  # who opened it for writing: whose /proc the in-use check reads
         self.lock = threading.Lock()
         self.change_lock = trio.Lock()
 

@@ -18,10 +18,11 @@ from pyfuse3 import FUSEError
 
 from .faults import FaultInjector, halfway
 from .guest_memfd import GuestMemfd
-from .host_mappings import fuse_device, locked_ranges
+from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
 from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
 from .limits import MountQuota, check_file_limit
+from .mounts import mount_device
 from .options import MountOptions
 from .rules import (
     GmemError,
@@ -44,7 +45,7 @@ from .uapi import (
 log = logging.getLogger(__name__)
 
 THREADED_ALLOCATION = 64 << 20  # larger allocations run off the event loop
-LOCKED_PAGE_SCAN_TIMEOUT = 2.0  # seconds the /proc scan for mlock()ed pages may take
+IN_USE_CHECKS_AT_ONCE = 2  # worker threads reading /proc for conversions, however many ask
 
 
 def _request(target: str, quiet: bool = False):
@@ -104,8 +105,9 @@ class GmemOperations(pyfuse3.Operations):
       client may hold (its mmap_lock, a page lock): the kernel may hold those while it
       waits for this very daemon. So these run in worker threads: allocations of
       THREADED_ALLOCATION bytes or more, the kernel's cache invalidation when a range
-      turns private (it writes dirty pages back through writepage), and the /proc scan
-      for mlock()ed pages (bounded by LOCKED_PAGE_SCAN_TIMEOUT).
+      turns private (it writes dirty pages back through writepage), and the in-use check's
+      reading of the file users' /proc (host_users: IN_USE_CHECKS_AT_ONCE threads at most,
+      each bounded by its deadline; one that cannot finish refuses the conversion).
     - GuestMemfd.lock (threading) guards a file's page runs for a few list operations;
       GuestMemfd.change_lock (trio) orders page changes behind one that is under way in a
       thread. writepage takes neither the second nor waits: see GuestMemfd.
@@ -130,7 +132,8 @@ class GmemOperations(pyfuse3.Operations):
             os.getgid() if options.root_gid is None else options.root_gid,
         )
         self.quota = MountQuota(options.max_huge_pages, options.max_size)
-        self._device: str | None = None  # the mount's st_dev as /proc/PID/maps shows it
+        self._device: tuple[int, int] | None = None  # the mount's (major, minor), for /proc/PID/maps
+        self._in_use_checks = trio.CapacityLimiter(IN_USE_CHECKS_AT_ONCE)
         self.faults = FaultInjector(options.faults)
         self.initialized = trio.Event()  # FUSE's INIT is answered
 
@@ -302,7 +305,7 @@ class GmemOperations(pyfuse3.Operations):
         inode = self.inodes.new(stat.S_IFREG | file_mode(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.add_lookup(inode)
-        fh = self.inodes.open(inode, writable=_opened_for_writing(flags))
+        fh = self._open_file(inode, flags, ctx)
         return self._file_info(fh, gmem), self._entry(inode)
 
     @_request("ino")
@@ -414,7 +417,14 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.EISDIR)
         if flags & os.O_TRUNC and target.gmem.size:  # atomic O_TRUNC: the kernel would believe size 0
             raise GmemError(errno.EINVAL, "open(O_TRUNC): the size of a guest_memfd is fixed")
-        return self._file_info(self.inodes.open(target, writable=_opened_for_writing(flags)), target.gmem)
+        return self._file_info(self._open_file(target, flags, ctx), target.gmem)
+
+    def _open_file(self, inode: Inode, flags: int, ctx) -> int:
+        """A handle; an opener for writing becomes one of the file's users (see host_users)."""
+        writable = _opened_for_writing(flags)
+        if writable:
+            inode.gmem.users.record(ctx.pid)
+        return self.inodes.open(inode, writable=writable)
 
     @_request("fh", quiet=True)
     async def read(self, fh, off, size):
@@ -502,7 +512,8 @@ class GmemOperations(pyfuse3.Operations):
         return 0, in_buf
 
     async def _page_in_use(self, inode: Inode, start: int, end: int) -> "int | None":
-        """The first page of [start, end) a host process keeps mlock()ed ('still in use': EAGAIN).
+        """The first page of [start, end) a user of the file keeps mlock()ed ('still in use': EAGAIN),
+        or `start` when that cannot be known: the check never converts without having looked.
 
         Read from /proc in a worker thread, bounded: a client stuck in the kernel while it
         holds its mmap_lock must not stall the event loop, nor a conversion forever.
@@ -514,19 +525,22 @@ class GmemOperations(pyfuse3.Operations):
             raise GmemError(fault, "injected fault: convert_private")
         if not inode.gmem.host_mapped:
             return None  # never faulted in, so nobody can hold it
-        with trio.move_on_after(LOCKED_PAGE_SCAN_TIMEOUT):
-            return await trio.to_thread.run_sync(self._first_locked_page, inode.ino, start, end, abandon_on_cancel=True)
-        log.warning(
-            "%s: /proc took over %s s to answer; converting without the in-use check",
-            self._describe("ino", inode.ino),
-            LOCKED_PAGE_SCAN_TIMEOUT,
-        )
-        return None
-
-    def _first_locked_page(self, ino: int, start: int, end: int) -> "int | None":
         if self._device is None:
-            self._device = fuse_device(self.mountpoint)
-        return first_page_in_use(locked_ranges(self._device, ino), start, end)
+            self._device = mount_device(self.mountpoint)
+        openers = dict(inode.gmem.users.openers)
+        try:
+            with trio.fail_after(CHECK_DEADLINE + 1):  # also if /proc blocks the thread itself
+                locked = await trio.to_thread.run_sync(
+                    locked_ranges, openers, self._device, inode.ino, abandon_on_cancel=True, limiter=self._in_use_checks
+                )
+        except (CheckIncomplete, trio.TooSlowError) as error:
+            log.info(
+                "%s: conversion to private refused (EAGAIN): the in-use check could not finish: %s",
+                self._describe("ino", inode.ino),
+                error or "it did not return in time",
+            )
+            return start
+        return first_page_in_use(locked, start, end)
 
     async def _convert_to_private(self, inode: Inode, start: int, end: int) -> None:
         """Refuse host faults first, then drop the kernel's copies of the range (writing dirty

@@ -1,10 +1,9 @@
-import io
 import struct
 
 import pytest
 from support.syscalls import errno_name
 
-from gmemfs.host_mappings import _locked_in_smaps
+from gmemfs.host_users import locked_in_smaps
 from gmemfs.ranges import RangeSet, format_ranges, parse_ranges
 from gmemfs.rules import (
     GmemError,
@@ -158,7 +157,7 @@ def test_segments_split_where_allocation_or_sharing_changes():
     assert segments(4 * K4, RangeSet(), RangeSet()) == [Segment(0, 4 * K4, False, False)]
 
 
-SMAPS = """\
+SMAPS = b"""\
 7f0000000000-7f0000002000 rw-s 00001000 00:3a 5                          /mnt/gmem/vm0
 Size:                  8 kB
 VmFlags: rd wr sh mr mw me ms lo sd
@@ -167,11 +166,17 @@ Size:                  4 kB
 VmFlags: rd wr sh mr mw me ms sd
 7f0000020000-7f0000021000 rw-s 00000000 00:3a 6                          /mnt/gmem/other
 VmFlags: rd wr sh mr mw me ms lo sd
+7f0000030000-7f0000031000 rw-s 00000000 00:05 77                         /tmp/spoof 00:3a 5 x
+VmFlags: rd wr sh mr mw me ms lo sd
+7f0000040000-7f0000041000 r--s 00000000 00:3a 5                          /mnt/gmem/vm0
+VmFlags: rd mr me ms lo sd
 """
 
 
-def test_locked_mappings_are_found_in_smaps():
-    assert list(_locked_in_smaps(io.StringIO(SMAPS), " 00:3a 5 ")) == [(0x1000, 0x3000)]
+def test_only_locked_writable_mappings_of_the_very_inode_are_in_use():
+    """Not a path that spells the device and inode, not a read-only mapping (a reader's)."""
+    lines = SMAPS.splitlines(keepends=True)
+    assert list(locked_in_smaps(lines, (b"00:3a", b"5"))) == [(0x1000, 0x3000)]
 
 
 def test_the_first_page_in_use_is_the_error_offset():
