@@ -1,9 +1,9 @@
 """Become PROGRAM with gmemfs's seccomp filter installed: the first step of `gmemfs run`.
 
-Run as `python -m gmemfs.exec_trapped SOCKET_FD ABI PROGRAM [ARGS...]` by the
-supervisor. The filter is installed here, in the child, just before exec, so that
-it covers PROGRAM, all its threads and all its children, static binaries included;
-the listener fd goes back to the supervisor over SOCKET_FD.
+Run as `python -m gmemfs.exec_trapped SOCKET_FD ABI COOKIE PROGRAM [ARGS...]` by the
+supervisor (COOKIE: the ioctl argument that marks the supervisor's own calls). The filter is
+installed here, in the child, just before exec, so that it covers PROGRAM, all its threads and
+all its children, static binaries included; the listener fd goes back over SOCKET_FD.
 """
 
 import os
@@ -16,8 +16,8 @@ from .uapi import (
     ABI_PROFILES,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_GUEST_MEMFD,
+    KVM_CREATE_VM,
     KVM_SET_MEMORY_ATTRIBUTES,
-    KVM_SET_MEMORY_ATTRIBUTES2,
     KVM_SET_USER_MEMORY_REGION,
     KVM_SET_USER_MEMORY_REGION2,
     AbiProfile,
@@ -28,17 +28,23 @@ TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)  # gmemfs run ignores them (t
 
 
 def trapped_requests(profile: AbiProfile) -> list[int]:
-    """The ioctls whose answer depends on guest_memfd support: the supervisor sees these, and only these."""
-    requests = [KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2]
-    if profile.memory_attributes or KVM_SET_MEMORY_ATTRIBUTES2 in profile.conversion_ioctls:
-        requests.append(KVM_SET_MEMORY_ATTRIBUTES)  # RFC v1 converts with it; v7 removed it (ENOTTY)
-    return requests
+    """The ioctls whose answer depends on guest_memfd support or on private memory: the
+    supervisor sees these, and only these (conversions on a file: to lay out private VMs' slots)."""
+    return [
+        KVM_CREATE_VM,
+        KVM_CHECK_EXTENSION,
+        KVM_CREATE_GUEST_MEMFD,
+        KVM_SET_USER_MEMORY_REGION,
+        KVM_SET_USER_MEMORY_REGION2,
+        KVM_SET_MEMORY_ATTRIBUTES,
+        *profile.conversion_ioctls,
+    ]
 
 
 def main(argv: list[str]) -> int:
-    socket_fd, abi, program = int(argv[0]), argv[1], argv[2:]
+    socket_fd, abi, cookie, program = int(argv[0]), argv[1], int(argv[2]), argv[3:]
     try:
-        listener = install_filter(ioctl_filter(trapped_requests(ABI_PROFILES[abi])))
+        listener = install_filter(ioctl_filter(trapped_requests(ABI_PROFILES[abi]), cookie))
     except OSError as error:  # EBUSY: already under a seccomp notifier (gmemfs run in gmemfs run)
         print(f"gmemfs run: {error.strerror}", file=sys.stderr)
         return EXEC_FAILED

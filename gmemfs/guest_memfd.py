@@ -20,6 +20,7 @@ from .rules import (
     GmemError,
     check_creation_size,
     check_flags_change,
+    check_guest_access,
     check_host_access,
     page_size_for_flags,
     plan_fallocate,
@@ -65,6 +66,7 @@ class GuestMemfd:
         "size",
         "support",
         "users",
+        "view",
     )
 
     def __init__(
@@ -82,6 +84,7 @@ class GuestMemfd:
         self.draining = RangeSet()  # turning private: faults refused, writeback of dirty data still taken
         self.host_mapped = False  # the host has faulted pages in (so /proc may show it using them)
         self.users = FileUsers()  # who opened it for writing: whose /proc the in-use check reads
+        self.view = 0  # the inode of its guest view while one exists (gmemfs run's private VMs)
         self.lock = threading.Lock()
         self.change_lock = trio.Lock()
 
@@ -172,6 +175,27 @@ class GuestMemfd:
             return len(data)
         with self.lock:
             check_host_access(self.shared, offset, end, "write back", draining=self.draining)
+        self.allocate(offset - offset % self.page_size, -(-end // self.page_size) * self.page_size)
+        self.backing.write(offset, data[: end - offset])
+        return len(data)
+
+    def read_for_guest(self, offset: int, length: int) -> bytes:
+        """What the guest's view sees (gmemfs run maps it where a private VM's guest reaches
+        private pages): private pages only."""
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        with self.lock:
+            check_guest_access(self.shared, offset, end, "read")
+        return self.backing.read(offset, end - offset)
+
+    def write_for_guest(self, offset: int, data: bytes) -> int:
+        """Writeback of what the guest wrote to private pages through its view."""
+        end = min(offset + len(data), self.size)
+        if offset >= end:
+            return len(data)
+        with self.lock:
+            check_guest_access(self.shared, offset, end, "write back")
         self.allocate(offset - offset % self.page_size, -(-end // self.page_size) * self.page_size)
         self.backing.write(offset, data[: end - offset])
         return len(data)

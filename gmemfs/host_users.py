@@ -100,7 +100,12 @@ def locked_ranges(
 
 def _users_processes(openers: "dict[int, int]", deadline: _Deadline) -> "set[int]":
     """The live openers' processes and all their descendants, without the daemon itself."""
-    pending = [pid for tid, start in openers.items() if _start_time(tid) == start and (pid := _tgid(tid))]
+    return _with_descendants(
+        [pid for tid, start in openers.items() if _start_time(tid) == start and (pid := _tgid(tid))], deadline
+    )
+
+
+def _with_descendants(pending: "list[int]", deadline: _Deadline) -> "set[int]":
     seen: set[int] = set()
     while pending:
         deadline.check()
@@ -174,3 +179,45 @@ def locked_in_smaps(lines, key: "tuple[bytes, bytes]") -> Iterator[Range]:
             if b"lo" in flags and b"mw" in flags:
                 yield current
             current = None
+
+
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_ENTRY = 8
+
+
+def first_mapped_page(
+    root: int, device: "tuple[int, int]", ino: int, start: int, end: int, seconds: float = CHECK_DEADLINE
+) -> "int | None":
+    """The first file offset in [start, end) that process `root` or a descendant has faulted in
+    (present in its page tables: /proc/PID/pagemap) through a shared mapping of the file; RFC v1
+    refuses to make such a page private. CheckIncomplete if that cannot be known in time."""
+    deadline = _Deadline(seconds)
+    key = (f"{device[0]:02x}:{device[1]:02x}".encode(), str(ino).encode())
+    found = []
+    try:
+        for pid in _with_descendants([root], deadline):
+            for line in _lines(f"/proc/{pid}/maps", deadline):
+                mapped = _mapping_header(line, key)
+                if mapped and mapped[0] < end and start < mapped[1]:
+                    address = int(line.split(b"-", 1)[0], 16)
+                    low, high = max(start, mapped[0]), min(end, mapped[1])
+                    offset = _first_present(pid, address + low - mapped[0], (high - low) // 4096)
+                    if offset is not None:
+                        found.append(low + offset)
+    except OSError as error:
+        raise CheckIncomplete(f"/proc could not be read: {error}") from None
+    return min(found) if found else None
+
+
+def _first_present(pid: int, address: int, pages: int) -> "int | None":
+    """Byte offset from address of the first page present in pid's page tables."""
+    try:
+        with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+            pagemap.seek(address // 4096 * PAGEMAP_ENTRY)
+            entries = pagemap.read(pages * PAGEMAP_ENTRY)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    for index in range(len(entries) // PAGEMAP_ENTRY):
+        if int.from_bytes(entries[index * PAGEMAP_ENTRY : (index + 1) * PAGEMAP_ENTRY], "little") & PAGEMAP_PRESENT:
+            return index * 4096
+    return None

@@ -34,6 +34,8 @@ class Inode:
     next_cookie: int = FIRST_ENTRY_COOKIE
     parent: int = ROOT_INO  # the directory it was last linked into
     gmem: "GuestMemfd | None" = None  # regular files only
+    view_of: int = 0  # a guest view: the inode of the file it shows (see InodeTable.guest_view)
+    views: int = 0  # a file: its guest views alive (each keeps the file from eviction)
 
     def __post_init__(self) -> None:
         self.mtime_ns = self.ctime_ns = self.atime_ns
@@ -82,7 +84,7 @@ class InodeTable:
         return len(self._inodes)
 
     def files(self) -> list[Inode]:
-        return [inode for inode in self._inodes.values() if inode.gmem]
+        return [inode for inode in self._inodes.values() if inode.gmem and not inode.view_of]
 
     def unlinked_summary(self) -> dict:
         """Files only fds reach (create_guest_memfd's): no path shows them, so the root does."""
@@ -147,6 +149,21 @@ class InodeTable:
             if entry_cookie > cookie:
                 yield name, self._inodes[ino], entry_cookie
 
+    def guest_view(self, inode: Inode) -> Inode:
+        """The file's guest view: a second inode of the same gmem file, so a second page cache.
+
+        `gmemfs run` maps it where a private VM's guest reaches the file's private pages, which
+        the host's own mappings of the file (this inode's page cache) must never hold. It has no
+        name, answers private pages only, and keeps the file alive while the kernel knows it.
+        """
+        if inode.gmem.view:
+            return self._inodes[inode.gmem.view]
+        view = self.new(stat.S_IFREG | 0o600, 0, 0, inode.name, inode.gmem)
+        view.view_of = inode.ino
+        inode.views += 1
+        inode.gmem.view = view.ino
+        return view
+
     def add_lookup(self, inode: Inode) -> Inode:
         """The kernel got a reference to the inode (lookup, create, readdirplus...)."""
         inode.lookups += 1
@@ -176,10 +193,15 @@ class InodeTable:
         self._evict_if_unused(inode)
 
     def _evict_if_unused(self, inode: Inode) -> None:
-        if inode.nlink or inode.lookups or inode.handles or inode.ino == ROOT_INO:
+        if inode.nlink or inode.lookups or inode.handles or inode.views or inode.ino == ROOT_INO:
             return
         del self._inodes[inode.ino]
-        if inode.gmem:
+        if inode.view_of:
+            inode.gmem.view = 0
+            shown = self._inodes[inode.view_of]
+            shown.views -= 1
+            self._evict_if_unused(shown)
+        elif inode.gmem:
             inode.gmem.evict()
 
     def evict_all(self) -> None:

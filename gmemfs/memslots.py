@@ -96,17 +96,21 @@ class Memslots:
         old = self.slots.get(region.slot_key)
         return bool(region.flags & KVM_MEM_GUEST_MEMFD or (old and old.binding))
 
-    def check(self, region: MemoryRegion, gmem: "GmemFile | None" = None, *, version: int = 2) -> "Memslot | None":
+    def check(
+        self, region: MemoryRegion, gmem: "GmemFile | None" = None, *, version: int = 2, guest_memfd: bool = True
+    ) -> "Memslot | None":
         """The slot KVM would leave at region.slot (None: deleted), or GmemError with KVM's errno.
 
-        gmem describes the gmemfs file a KVM_MEM_GUEST_MEMFD region names (NOT_OPEN: no such fd).
+        gmem describes the gmemfs file a KVM_MEM_GUEST_MEMFD region names (NOT_OPEN: no such fd);
+        guest_memfd: whether this VM takes guest_memfd slots at all (6.8-6.17 and the series: only
+        VMs with private memory).
         """
         if version == 1 and region.flags & ~SET_USER_MEMORY_REGION_V1_FLAGS:
             raise _refuse(f"flags {region.flags:#x} are not valid for KVM_SET_USER_MEMORY_REGION")
         as_id, slot_id = region.slot_key
         if slot_id >= KVM_USER_MEM_SLOTS:
             raise _refuse(f"slot id {slot_id} is not below {KVM_USER_MEM_SLOTS}")
-        self._check_flags(region.flags)
+        self._check_flags(region.flags, guest_memfd)
         self._check_sanity(region)
         old = self.slots.get(region.slot_key)
         if not region.memory_size:
@@ -151,9 +155,9 @@ class Memslots:
                 yield slot.binding.file, slot.binding.offset + low - slot_start, high - low
 
     @staticmethod
-    def _check_flags(flags: int) -> None:
-        """check_memory_region_flags(): gmemfs accepts guest_memfd slots in every VM type."""
-        valid = KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_GUEST_MEMFD
+    def _check_flags(flags: int, guest_memfd: bool) -> None:
+        """check_memory_region_flags(): KVM_MEM_GUEST_MEMFD where the VM type takes it."""
+        valid = KVM_MEM_LOG_DIRTY_PAGES | (KVM_MEM_GUEST_MEMFD if guest_memfd else 0)
         if flags & KVM_MEM_GUEST_MEMFD:
             valid &= ~KVM_MEM_LOG_DIRTY_PAGES  # no dirty logging of private memory
         else:
@@ -208,3 +212,31 @@ class Memslots:
         if any(slot.binding and slot.binding.overlaps(binding) for slot in self.slots.values()):
             raise _refuse(f"guest_memfd range {binding.offset:#x}+{binding.size:#x} is already bound")
         return binding
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One memslot KVM holds for part of an emulated slot: guest physical [gpa, gpa + size)
+    backed by the program's memory at uaddr."""
+
+    gpa: int
+    size: int
+    uaddr: int
+
+
+def pieces(gpa: int, size: int, private: "list[tuple[int, int]]", shared_base: int, private_base: int) -> "list[Piece]":
+    """How KVM's memslots cover a guest_memfd slot of a VM whose private pages come from the
+    file's guest view (at private_base) and whose shared pages come from shared_base: one piece
+    per run of private or shared pages, in order. `private`: sorted guest physical runs."""
+    result, at = [], gpa
+    for start, end in private:
+        start, end = max(start, gpa), min(end, gpa + size)
+        if start >= end:
+            continue
+        if at < start:
+            result.append(Piece(at, start - at, shared_base + at - gpa))
+        result.append(Piece(start, end - start, private_base + start - gpa))
+        at = end
+    if at < gpa + size:
+        result.append(Piece(at, gpa + size - at, shared_base + at - gpa))
+    return result

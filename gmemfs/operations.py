@@ -35,6 +35,7 @@ from .rules import (
 )
 from .uapi import (
     BASE_PAGE_SIZE,
+    GUEST_VIEW_PREFIX,
     XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
@@ -161,16 +162,17 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.EBADF) from None
 
     def _file(self, fh: int) -> Inode:
-        """The gmem file an open file handle reaches; a directory's handle is EBADF here."""
+        """The gmem file (or guest view) an open handle reaches; a directory's handle is EBADF here."""
         inode = self._handle(fh).inode
         if inode.gmem is None:
             raise FUSEError(errno.EBADF)
         return inode
 
     def _writable_file(self, fh: int) -> Inode:
-        """As _file, for requests that change the file: EBADF without write access, as fallocate(2)."""
+        """The gmem file a handle may change: EBADF without write access, as fallocate(2), and
+        through a guest view (it only lets the guest reach private pages)."""
         handle = self._handle(fh)
-        if handle.inode.gmem is None or not handle.writable:
+        if handle.inode.gmem is None or not handle.writable or handle.inode.view_of:
             raise FUSEError(errno.EBADF)
         return handle.inode
 
@@ -205,7 +207,7 @@ class GmemOperations(pyfuse3.Operations):
         entry.attr_timeout = entry.entry_timeout = self.options.cache_timeout
         return entry
 
-    def _file_info(self, fh: int, gmem: GuestMemfd) -> pyfuse3.FileInfo:
+    def _file_info(self, fh: int, gmem: GuestMemfd, guest_view: bool = False) -> pyfuse3.FileInfo:
         """How the kernel treats an open file, decided by the flags it has when opened.
 
         Not seekable, as the kernel's guest_memfd: pread/pwrite/lseek give ESPIPE.
@@ -213,7 +215,7 @@ class GmemOperations(pyfuse3.Operations):
         writeback becomes writepage); the others use direct I/O, for which the
         kernel refuses shared mmap with ENODEV, as guest_memfd without MMAP does.
         """
-        direct_io = not gmem.profile.mmap_allowed(gmem.flags)
+        direct_io = not guest_view and not gmem.profile.mmap_allowed(gmem.flags)  # a view is only ever mapped
         return pyfuse3.FileInfo(fh=fh, direct_io=direct_io, keep_cache=True, nonseekable=True)
 
     def _new_name(self, parent: int, name: bytes) -> Inode:
@@ -240,12 +242,26 @@ class GmemOperations(pyfuse3.Operations):
             inode = directory
         elif name == b"..":
             inode = self._inode(directory.parent)
+        elif parent_inode == ROOT_INO and name.startswith(GUEST_VIEW_PREFIX) and ctx.uid == 0:
+            inode = self._guest_view(name)
         else:
             ino = directory.entries.get(name)
             if ino is None:
                 raise FUSEError(errno.ENOENT)
             inode = self.inodes[ino]
         return self._entry(self.inodes.add_lookup(inode))
+
+    def _guest_view(self, name: bytes) -> Inode:
+        """A file's guest view, looked up by root only (gmemfs run's supervisor): for anyone
+        else the name does not exist, and readdir never lists it."""
+        number = name[len(GUEST_VIEW_PREFIX) :]
+        try:
+            file = self.inodes[int(number)] if number.isdigit() else None
+        except KeyError:
+            file = None
+        if file is None or file.gmem is None or file.view_of or not file.gmem.size:
+            raise FUSEError(errno.ENOENT)
+        return self.inodes.guest_view(file)
 
     async def forget(self, inode_list):
         for ino, count in inode_list:
@@ -417,7 +433,7 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.EISDIR)
         if flags & os.O_TRUNC and target.gmem.size:  # atomic O_TRUNC: the kernel would believe size 0
             raise GmemError(errno.EINVAL, "open(O_TRUNC): the size of a guest_memfd is fixed")
-        return self._file_info(self._open_file(target, flags, ctx), target.gmem)
+        return self._file_info(self._open_file(target, flags, ctx), target.gmem, guest_view=bool(target.view_of))
 
     def _open_file(self, inode: Inode, flags: int, ctx) -> int:
         """A handle; an opener for writing becomes one of the file's users (see host_users)."""
@@ -429,10 +445,11 @@ class GmemOperations(pyfuse3.Operations):
     @_request("fh", quiet=True)
     async def read(self, fh, off, size):
         """Page faults (and, the one allowed difference, read(2)) of shared pages."""
-        gmem = self._file(fh).gmem
-        data = gmem.read_shared(off, size)
-        gmem.host_mapped = True
-        return data
+        inode = self._file(fh)
+        if inode.view_of:
+            return inode.gmem.read_for_guest(off, size)
+        inode.gmem.host_mapped = True
+        return inode.gmem.read_shared(off, size)
 
     @_request("fh")
     async def write(self, fh, off, buf):
@@ -441,10 +458,11 @@ class GmemOperations(pyfuse3.Operations):
     @_request("fh")
     async def writepage(self, fh, off, buf):
         """Writeback of the host's writes through a shared mapping (never waits: see GuestMemfd)."""
-        gmem = self._file(fh).gmem
-        written = gmem.write_shared(off, buf)
-        gmem.host_mapped = True
-        return written
+        inode = self._file(fh)
+        if inode.view_of:
+            return inode.gmem.write_for_guest(off, buf)
+        inode.gmem.host_mapped = True
+        return inode.gmem.write_shared(off, buf)
 
     async def flush(self, fh):
         pass
@@ -489,7 +507,7 @@ class GmemOperations(pyfuse3.Operations):
     async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
         handle = self._handle(fh)
         gmem = handle.inode.gmem
-        if gmem is None or flags & pyfuse3.FUSE_IOCTL_DIR:
+        if gmem is None or flags & pyfuse3.FUSE_IOCTL_DIR or handle.inode.view_of:
             raise FUSEError(errno.ENOTTY)
         check_conversions(gmem.profile, cmd)
         if not handle.writable:  # a conversion changes the file, as fallocate does
@@ -500,7 +518,7 @@ class GmemOperations(pyfuse3.Operations):
             return 0, in_buf
         if not request.to_private:
             self._injected_fault("convert_shared")
-            await self._serialized(gmem, gmem.convert_to_shared, *plan)
+            await self._convert_to_shared(gmem, *plan)
             return 0, in_buf
         in_use = await self._page_in_use(handle.inode, *plan) if gmem.host_mapped or self.faults.rules else None
         if in_use is not None:
@@ -542,20 +560,40 @@ class GmemOperations(pyfuse3.Operations):
             return start
         return first_page_in_use(locked, start, end)
 
+    async def _convert_to_shared(self, gmem: GuestMemfd, start: int, end: int) -> None:
+        """What the guest wrote through its view reaches the file first (the view's cache is
+        written back and dropped while the pages are still private), then the host may map them."""
+        if not gmem.view:
+            await self._serialized(gmem, gmem.convert_to_shared, start, end)
+        else:
+            async with gmem.change_lock:
+                await self._drop_cached(gmem.view, start, end)
+                gmem.convert_to_shared(start, end)
+
     async def _convert_to_private(self, inode: Inode, start: int, end: int) -> None:
         """Refuse host faults first, then drop the kernel's copies of the range (writing dirty
-        pages back, which writepage still takes), so no fault can bring a copy back."""
+        pages back, which writepage still takes), so no fault can bring a copy back. A guest
+        view drops its copies too: none may outlive the pages' time as shared."""
         gmem = inode.gmem
-        if not gmem.host_mapped:  # no copy to drop
+        if not gmem.host_mapped and not gmem.view:  # no copy to drop
             await self._serialized(gmem, gmem.convert_to_private, start, end)
-            return
-        async with gmem.change_lock:
-            gmem.begin_private(start, end)
-            try:
-                invalidate = functools.partial(pyfuse3.invalidate_inode, inode.ino, offset=start, length=end - start)
-                await trio.to_thread.run_sync(invalidate)
-            finally:
-                gmem.end_private(start, end)
+        else:
+            async with gmem.change_lock:
+                gmem.begin_private(start, end)
+                try:
+                    if gmem.host_mapped:
+                        await self._drop_cached(inode.ino, start, end)
+                    if gmem.view:
+                        await self._drop_cached(gmem.view, start, end)
+                finally:
+                    gmem.end_private(start, end)
+
+    @staticmethod
+    async def _drop_cached(ino: int, start: int, end: int) -> None:
+        """The kernel's cache of [start, end) of an inode, written back and dropped (in a worker
+        thread: writeback comes back to this daemon as writepage)."""
+        invalidate = functools.partial(pyfuse3.invalidate_inode, ino, offset=start, length=end - start)
+        await trio.to_thread.run_sync(invalidate)
 
     def _injected_fault(self, operation: str) -> None:
         fault = self.faults.trip(operation)

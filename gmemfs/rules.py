@@ -178,6 +178,13 @@ def check_host_access(shared: "RangeSet", start: int, end: int, what: str, drain
             raise GmemError(errno.EINVAL, f"{what} of private page {private_start:#x}")
 
 
+def check_guest_access(shared: "RangeSet", start: int, end: int, what: str) -> None:
+    """The guest's view of a file reaches private pages only: shared ones are the host's, and a
+    copy of them in the view's cache would not stay coherent with the host's (EINVAL: SIGBUS)."""
+    for shared_start, _ in shared.overlapping(start, end):
+        raise GmemError(errno.EINVAL, f"{what} of shared page {max(shared_start, start):#x} through the guest's view")
+
+
 def file_mode(mode: int) -> int:
     """A regular file's permission bits, without set-user-ID and set-group-ID.
 

@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import os
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -99,7 +100,8 @@ def mount_profile(path: str):
 def start_program(program: list[str], abi: str, **popen_options) -> tuple[subprocess.Popen, Listener]:
     """PROGRAM, trapped from its first instruction; the listener its filter reports to."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    command = [sys.executable, "-m", "gmemfs.exec_trapped", str(theirs.fileno()), abi, *program]
+    cookie = secrets.randbits(64) | 1 << 63 | 1  # both halves nonzero: no ioctl passes it by chance
+    command = [sys.executable, "-m", "gmemfs.exec_trapped", str(theirs.fileno()), abi, str(cookie), *program]
     with ours, theirs:
         process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), **popen_options)
         theirs.close()
@@ -107,7 +109,7 @@ def start_program(program: list[str], abi: str, **popen_options) -> tuple[subpro
     if not fds:
         process.wait()
         raise RunError("the seccomp filter could not be installed (is gmemfs run inside another supervisor?)")
-    return process, Listener(fds[0])
+    return process, Listener(fds[0], cookie)
 
 
 async def supervise(process: subprocess.Popen, supervisor: GuestMemfdSupervisor) -> int:
@@ -172,7 +174,7 @@ def main(argv: list[str]) -> int:
         for signum in TERMINAL_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         process, listener = start_program(args.program, profile.name)
-        supervisor = GuestMemfdSupervisor(listener, path, profile)
+        supervisor = GuestMemfdSupervisor(listener, path, profile, program=process.pid)
         try:
             status = trio.run(supervise, process, supervisor)
         finally:

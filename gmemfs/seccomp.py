@@ -54,25 +54,36 @@ def _instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def ioctl_filter(requests: Iterable[int]) -> bytes:
+_DATA_ARG3_LOW, _DATA_ARG3_HIGH = 16 + 3 * 8, 16 + 3 * 8 + 4
+
+
+def ioctl_filter(requests: Iterable[int], cookie: int) -> bytes:
     """A classic BPF program: USER_NOTIF for ioctl(2) with one of `requests`, ALLOW for all else.
 
     The kernel's ioctl `cmd` is an unsigned int, so only the low 32 bits of the
     argument are compared. Another architecture (a 32-bit syscall) is killed:
-    its numbers differ and would slip through.
+    its numbers differ and would slip through. An ioctl whose fourth argument (which
+    ioctl ignores) is `cookie` is the supervisor's own, run in the program's thread
+    (injection.py): it is let through.
     """
+    if not cookie & 0xFFFFFFFF or not cookie >> 32:
+        raise ValueError("the cookie needs both halves nonzero: an ioctl with 0 there is common")
     requests = sorted({request & 0xFFFFFFFF for request in requests})
+    count = len(requests)
     program = [
         _instruction(BPF_LD_W_ABS, _DATA_ARCH),
         _instruction(BPF_JEQ_K, AUDIT_ARCH_X86_64, jt=1),
         _instruction(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
         _instruction(BPF_LD_W_ABS, _DATA_NR),
-        _instruction(BPF_JEQ_K, SYS_IOCTL, jf=len(requests) + 1),  # not ioctl: to ALLOW
+        _instruction(BPF_JEQ_K, SYS_IOCTL, jf=count + 5),  # not ioctl: to ALLOW
+        _instruction(BPF_LD_W_ABS, _DATA_ARG3_LOW),
+        _instruction(BPF_JEQ_K, cookie & 0xFFFFFFFF, jf=2),
+        _instruction(BPF_LD_W_ABS, _DATA_ARG3_HIGH),
+        _instruction(BPF_JEQ_K, cookie >> 32, jt=count + 1),  # the supervisor's own: to ALLOW
         _instruction(BPF_LD_W_ABS, _DATA_ARG1_LOW),
     ]
     for index, request in enumerate(requests):
-        remaining = len(requests) - index - 1
-        program.append(_instruction(BPF_JEQ_K, request, jt=remaining + 1))  # to USER_NOTIF
+        program.append(_instruction(BPF_JEQ_K, request, jt=count - index))  # to USER_NOTIF
     program += [_instruction(BPF_RET_K, SECCOMP_RET_ALLOW), _instruction(BPF_RET_K, SECCOMP_RET_USER_NOTIF)]
     return b"".join(program)
 
@@ -114,11 +125,19 @@ class Notification:
         return self.args[2]
 
 
-class Listener:
-    """The supervisor's end: receive trapped calls and answer each exactly once."""
+ERESTARTNOINTR = 513  # the kernel's "restart this call", never seen by the program
 
-    def __init__(self, fd: int) -> None:
+
+class Listener:
+    """The supervisor's end: receive trapped calls and answer each exactly once.
+
+    cookie: the value the program's filter lets through as the supervisor's own ioctls
+    (ioctl_filter), which injection.ThreadTakeover passes.
+    """
+
+    def __init__(self, fd: int, cookie: int = 0) -> None:
         self.fd = fd
+        self.cookie = cookie
 
     def fast_wakeups(self) -> None:
         """Wake the trapped thread on the supervisor's CPU (Linux 6.6+): ~18 us instead of ~60 us."""
@@ -160,9 +179,19 @@ class Listener:
         """The call returns value, or fails with err."""
         self._send(_RESP.pack(notification.id, value if not err else 0, -err if err else 0, 0))
 
+    def restart(self, notification: Notification) -> None:
+        """The call leaves seccomp to be made again (after a ptrace stop: see injection.py)."""
+        self.reply(notification, err=ERESTARTNOINTR)
+
     def let_kernel_run(self, notification: Notification) -> None:
         """The call goes to the kernel as the program made it (or as we rewrote its memory)."""
         self._send(_RESP.pack(notification.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE))
+
+    def add_fd(self, notification: Notification, fd: int) -> int:
+        """Install a copy of our fd in the trapped program, close-on-exec; its number there.
+        The call stays trapped (no SEND)."""
+        request = bytearray(_ADDFD.pack(notification.id, 0, fd, 0, os.O_CLOEXEC))
+        return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
 
     def reply_with_fd(self, notification: Notification, fd: int) -> int:
         """Install a copy of our fd in the program (no close-on-exec) as the call's result."""

@@ -1,17 +1,22 @@
 """Answer a program's guest_memfd ioctls with gmemfs files: the heart of `gmemfs run`.
 
-The program's seccomp filter traps only KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD,
-the memslot ioctls and (RFC v1) KVM_SET_MEMORY_ATTRIBUTES. Each trapped call is
-answered here, in the order the kernel makes its checks, with the kernel's errno:
+The program's seccomp filter traps only the ioctls whose answer depends on guest_memfd
+support: KVM_CREATE_VM, KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, the memslot ioctls,
+KVM_SET_MEMORY_ATTRIBUTES and the profile's conversion ioctls on a guest_memfd. Each trapped
+call is answered here, in the order the kernel makes its checks, with the kernel's errno:
 
-- KVM_CREATE_GUEST_MEMFD on a VM fd: an anonymous gmemfs file, installed in the
-  program as the ioctl's result (no close-on-exec, as the kernel's fds).
-- KVM_CHECK_EXTENSION on /dev/kvm or a VM fd: the ABI profile's guest_memfd
-  capabilities; every other capability is the kernel's.
-- KVM_SET_USER_MEMORY_REGION(2): KVM's checks for a guest_memfd slot (memslots.py),
-  then the slot goes to KVM without KVM_MEM_GUEST_MEMFD, so it is an ordinary slot
-  over its userspace address: shared memory, which is all a VM of this kernel uses.
-- KVM_SET_MEMORY_ATTRIBUTES (RFC v1): converts the file pages bound to those gfns.
+- KVM_CREATE_VM(KVM_X86_SW_PROTECTED_VM): the program's own thread creates a type-0 VM
+  (injection.py: KVM binds a VM to its creator's mm); we remember that it has private memory.
+- KVM_CHECK_EXTENSION on /dev/kvm or a VM fd: the profile's answers for that VM type.
+- KVM_CREATE_GUEST_MEMFD on a VM fd: an anonymous gmemfs file, installed in the program.
+- KVM_SET_USER_MEMORY_REGION(2): KVM's checks for a guest_memfd slot (memslots.py), then the
+  program's thread makes the slot as KVM must see it, and only what KVM accepted is recorded.
+  KVM never sees KVM_MEM_GUEST_MEMFD: a guest_memfd slot is ordinary memory to it. Where the
+  guest must reach pages the host cannot (a private VM) or memory the program never mapped
+  (userspace_addr 0), the slot is emulated (EmulatedSlot): KVM gets one memslot per run of
+  private or shared pages, the private ones over a mapping of the file's guest view.
+- KVM_SET_MEMORY_ATTRIBUTES, and conversions of a bound file: the attributes (and RFC v1's
+  conversion of the file's pages), then the emulated slots laid out anew.
 
 Everything else, and every call on an fd that is not KVM's, continues into the kernel
 untouched. The supervisor runs on its own trio loop and answers one call at a time;
@@ -22,38 +27,61 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
+from .backing import fallocate
 from .client import ConversionError, convert_private, convert_shared, create_guest_memfd
+from .host_users import CheckIncomplete, first_mapped_page
 from .hugepages import HugePageSupport
-from .memslots import GmemFile, MemoryRegion, Memslots
+from .injection import MAP_SHARED, PROT_READ_WRITE, SYS_CLOSE, SYS_MADVISE, SYS_MMAP, SYS_MUNMAP, U64, ThreadTakeover
+from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piece, pieces
+from .ranges import RangeSet, parse_ranges
 from .rules import GmemError, check_creation_size, page_size_for_flags, parse_flags_value
 from .seccomp import Listener, Notification
-from .tracee import copy_fd, fd_stat, fd_target, mapped_file_offset, read_memory, same_file, write_memory
+from .tracee import copy_fd, fd_stat, fd_target, mapped_file_offset, read_memory, same_file, thread_group
 from .uapi import (
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    GUEST_VIEW_PREFIX,
+    KVM_CAP_MEMORY_ATTRIBUTES,
     KVM_CAP_MULTI_ADDRESS_SPACE,
+    KVM_CAP_VM_TYPES,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_GUEST_MEMFD,
     KVM_CREATE_GUEST_MEMFD_STRUCT,
+    KVM_CREATE_VM,
+    KVM_GMEM_CONVERT_PRIVATE,
+    KVM_GMEM_CONVERT_SHARED,
     KVM_MEM_GUEST_MEMFD,
+    KVM_MEMORY_ATTRIBUTE_PRIVATE,
     KVM_MEMORY_ATTRIBUTES_STRUCT,
     KVM_SET_MEMORY_ATTRIBUTES,
+    KVM_SET_MEMORY_ATTRIBUTES2,
     KVM_SET_USER_MEMORY_REGION,
     KVM_SET_USER_MEMORY_REGION2,
     KVM_USER_MEMORY_REGION2_STRUCT,
     KVM_USER_MEMORY_REGION_STRUCT,
+    KVM_X86_SW_PROTECTED_VM,
+    XATTR_ALLOCATED,
     XATTR_FLAGS,
+    XATTR_SHARED,
     AbiProfile,
 )
 
 log = logging.getLogger(__name__)
 
 KVM_DEVICE = "/dev/kvm"
+KVM_DEVICE_NUMBER = os.makedev(10, 232)  # misc device "kvm", whatever node or path reaches it
 VM_FD = "anon_inode:kvm-vm"
 LOFF_MAX = (1 << 63) - 1
+MADV_DONTDUMP = 16
+EMULATED_VM_TYPES = (KVM_X86_SW_PROTECTED_VM,)
 
 
 class _KernelAnswers:
@@ -71,34 +99,72 @@ class InstallFd:
 
 
 @dataclass
+class InThread:
+    """A handler's answer: `work` runs in the trapped thread (injection.ThreadTakeover) and its
+    result (a value or -errno) is the call's. `install`: fds of ours put into the program first;
+    work gets their numbers there, and they are closed there afterwards."""
+
+    work: Callable[[ThreadTakeover, "list[int]"], int]
+    install: tuple[int, ...] = ()
+    close_after_install: tuple[int, ...] = ()  # ours, needed no more once the program has its copy
+
+
+@dataclass
+class EmulatedSlot:
+    """A guest_memfd slot KVM holds as several memslots: private runs over our mapping of the
+    file's guest view, shared runs over the program's own memory (or our mapping of the file)."""
+
+    region: MemoryRegion
+    ino: int  # the gmemfs file it binds
+    shared_base: int
+    private_base: int
+    mappings: list[tuple[int, int]]  # (address, length) we mapped in the program, to unmap
+    pieces: dict[Piece, int] = field(default_factory=dict)  # each piece's KVM slot id
+
+    @property
+    def gpa_range(self) -> tuple[int, int]:
+        return self.region.guest_phys_addr, self.region.guest_phys_addr + self.region.memory_size
+
+
+@dataclass
 class Vm:
     """One of the program's VMs, known by our copy of its fd (kcmp compares open files)."""
 
     fd: int
     memslots: Memslots
+    private: bool = False  # created as a VM type with private memory, emulated on a type-0 VM
     bound_files: dict[int, int] = field(default_factory=dict)  # gmemfs inode -> our fd, while a slot binds it
+    private_gpas: RangeSet = field(default_factory=RangeSet)  # KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)
+    emulated: dict[tuple[int, int], EmulatedSlot] = field(default_factory=dict)
+
+    def piece_ids(self) -> "set[tuple[int, int]]":
+        return {(key[0], slot_id) for key, slot in self.emulated.items() for slot_id in slot.pieces.values()}
 
 
 class GuestMemfdSupervisor:
     """Answers the trapped calls of one program (its threads and children) from one gmemfs mount."""
 
-    def __init__(self, listener: Listener, mount_path: str, profile: AbiProfile) -> None:
+    def __init__(self, listener: Listener, mount_path: str, profile: AbiProfile, program: int = 0) -> None:
         self.listener = listener
         listener.fast_wakeups()
         self.mount_path = mount_path
         self.mount_device = os.stat(mount_path).st_dev
         self.profile = profile
+        self.program = program  # PROGRAM's first process: with its descendants, the host side of its VMs
         self.support = HugePageSupport.probe()
-        self.capabilities = dict(profile.capabilities)
         self.address_spaces = _kvm_address_spaces()
         self.vms: list[Vm] = []
         self.file_owner: dict[int, Vm] = {}  # gmemfs inode -> the VM that created it
         self.handlers = {
+            KVM_CREATE_VM: self.create_vm,
             KVM_CHECK_EXTENSION: self.check_extension,
             KVM_CREATE_GUEST_MEMFD: self.create_guest_memfd,
             KVM_SET_USER_MEMORY_REGION: self.set_memory_region,
             KVM_SET_USER_MEMORY_REGION2: self.set_memory_region,
             KVM_SET_MEMORY_ATTRIBUTES: self.set_memory_attributes,
+            KVM_GMEM_CONVERT_SHARED: self.convert_file,
+            KVM_GMEM_CONVERT_PRIVATE: self.convert_file,
+            KVM_SET_MEMORY_ATTRIBUTES2: self.convert_file,
         }
         self.calls = 0
 
@@ -136,6 +202,8 @@ class GuestMemfdSupervisor:
             self.listener.let_kernel_run(notification)
         elif isinstance(result, InstallFd):
             self._install(notification, result.fd)
+        elif isinstance(result, InThread):
+            self._run_in_thread(notification, result)
         else:
             self.listener.reply(notification, value=result)
 
@@ -148,12 +216,68 @@ class GuestMemfdSupervisor:
         finally:
             os.close(fd)
 
+    def _run_in_thread(self, notification: Notification, job: InThread) -> None:
+        """Take the trapped thread over, run the job in it, and let it return the job's result."""
+        try:
+            theirs = [self.listener.add_fd(notification, fd) for fd in job.install]
+            takeover = ThreadTakeover(notification.pid, thread_group(notification.pid), self.listener.cookie)
+            takeover.seize()
+        except OSError as error:
+            self.listener.reply(notification, err=error.errno or errno.EIO)
+            return
+        finally:
+            for fd in job.close_after_install:
+                os.close(fd)
+        try:
+            self.listener.restart(notification)  # the call leaves seccomp and the thread stops for us
+            takeover.stopped()
+        except OSError as error:
+            log.info("gmemfs run: thread %d went away while taken over: %s", notification.pid, error)
+            return
+        result = -errno.EIO
+        try:
+            result = job.work(takeover, theirs)
+        except OSError as error:
+            result = -(error.errno or errno.EIO)
+        except Exception:
+            log.exception("gmemfs run: work in thread %d failed", notification.pid)
+        finally:
+            try:
+                for fd in theirs:
+                    takeover.syscall(SYS_CLOSE, fd)
+                takeover.finish(result)
+            except OSError as error:
+                log.info("gmemfs run: thread %d went away while taken over: %s", notification.pid, error)
+
     # ---- the trapped ioctls ---------------------------------------------------------
 
-    def check_extension(self, call: Notification):
-        if call.argument not in self.capabilities or fd_target(call.pid, call.fd) not in (KVM_DEVICE, VM_FD):
+    def create_vm(self, call: Notification):
+        """KVM_CREATE_VM: a type with private memory becomes a type-0 VM made by the program's own
+        thread (KVM ties a VM to its creator's mm), which we remember as private."""
+        vm_type = call.argument & 0xFFFFFFFF
+        if vm_type not in EMULATED_VM_TYPES or not self._is_kvm_device(call.pid, call.fd):
             return KERNEL
-        return self.capabilities[call.argument]
+
+        def create(takeover: ThreadTakeover, _theirs) -> int:
+            fd = takeover.ioctl(call.fd, KVM_CREATE_VM, 0)
+            if fd >= 0:
+                self.vms.append(Vm(copy_fd(call.pid, fd), Memslots(1), private=True))
+            return fd
+
+        return InThread(create)
+
+    def check_extension(self, call: Notification):
+        if self._is_kvm_device(call.pid, call.fd):
+            vm_private = None
+        elif fd_target(call.pid, call.fd) == VM_FD:
+            vm = self._known_vm(call)
+            vm_private = bool(vm and vm.private)
+        else:
+            return KERNEL
+        if call.argument == KVM_CAP_VM_TYPES:
+            return self._native_vm_types() | sum(1 << vm_type for vm_type in EMULATED_VM_TYPES)
+        answer = self.profile.capability(call.argument, vm_private)
+        return KERNEL if answer is None else answer
 
     def create_guest_memfd(self, call: Notification):
         """kvm_gmem_create(): flags first, then the size, then a file of this VM."""
@@ -162,9 +286,11 @@ class GuestMemfdSupervisor:
         size, flags, *_reserved = struct.unpack(
             KVM_CREATE_GUEST_MEMFD_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
         )
+        vm = self._vm(call)
+        if vm.private and flags & self.profile.private_vm_invalid_flags:
+            raise GmemError(errno.EINVAL, f"flags {flags:#x} are not valid for a VM with private memory")
         page_size = page_size_for_flags(flags, self.profile, self.support.sizes, self.support.default_size)
         check_creation_size(0, size if size <= LOFF_MAX else -1, page_size)  # loff_t: negative if above
-        vm = self._vm(call)
         fd = create_guest_memfd(self.mount_path, size, flags)
         self.file_owner[os.fstat(fd).st_ino] = vm
         return InstallFd(fd)
@@ -176,7 +302,9 @@ class GuestMemfdSupervisor:
         layout = KVM_USER_MEMORY_REGION2_STRUCT if version == 2 else KVM_USER_MEMORY_REGION_STRUCT
         try:
             fields = struct.unpack(layout, self._read(call, struct.calcsize(layout)))
-        except OSError:
+        except OSError as error:
+            if error.errno == errno.ESRCH:
+                raise
             return KERNEL  # EFAULT, from the kernel itself
         region = MemoryRegion(*fields[:7])
         vm = self._vm(call)
@@ -185,56 +313,259 @@ class GuestMemfdSupervisor:
             return KERNEL  # a guest_memfd that is not ours: the kernel's own business
         involved = vm.memslots.involves_guest_memfd(region)
         try:
-            slot = vm.memslots.check(region, gmem, version=version)
+            slot = vm.memslots.check(region, gmem, version=version, guest_memfd=self._takes_guest_memfd(vm))
         except GmemError:
             if involved:
                 raise
             return KERNEL  # the kernel refuses it in the same words
-        if involved and region.flags & KVM_MEM_GUEST_MEMFD:
-            write_memory(call.pid, call.argument + 4, struct.pack("=I", region.flags & ~KVM_MEM_GUEST_MEMFD))
-        if not self.listener.still_waiting(call):
-            return KERNEL
-        vm.memslots.apply(region, slot)
-        if slot is not None and slot.binding and slot.binding.file not in vm.bound_files:
-            vm.bound_files[slot.binding.file] = copy_fd(call.pid, region.guest_memfd)
+        install, view = (), ()
+        if slot is not None and slot.binding and self._emulates(vm, region):
+            ino = slot.binding.file
+            if ino not in vm.bound_files:
+                vm.bound_files[ino] = copy_fd(call.pid, region.guest_memfd)
+            install = (vm.bound_files[ino],)
+            if vm.private:
+                view = (self._open_guest_view(ino),)
+        work = partial(self._set_region_in_thread, vm, region, slot, version, call)
+        return InThread(work, install + view, close_after_install=view)
+
+    def _set_region_in_thread(self, vm: Vm, region: MemoryRegion, slot, version: int, call, takeover, theirs):
+        """The slot as KVM must hold it, made by the program's thread; recorded once KVM took it."""
+        self._make_room_for(takeover, call.fd, vm, region)
+        old = vm.memslots.slots.get(region.slot_key)
+        emulated = vm.emulated.get(region.slot_key)
+        if emulated is not None:
+            result = self._remove_emulated(takeover, call.fd, vm, emulated)
+        elif slot is not None and slot.binding and self._emulates(vm, region):
+            result = self._add_emulated(takeover, call.fd, vm, region, slot.binding, theirs)
+        else:
+            result = takeover.ioctl_with(call.fd, call.request, _region_struct(region, version))
+        if result == 0:
+            vm.memslots.apply(region, slot)
+            if slot is not None and slot.binding and not (old and old.binding):
+                self._bound(call, vm, region, slot.binding)
         self._forget_unbound_files(vm)
-        return KERNEL
+        return result
+
+    def _bound(self, call, vm: Vm, region: MemoryRegion, binding) -> None:
+        if binding.file not in vm.bound_files:
+            vm.bound_files[binding.file] = copy_fd(call.pid, region.guest_memfd)
+        if vm.private and self.profile.bind_makes_shared:  # RFC v1 28/39
+            convert_shared(vm.bound_files[binding.file], binding.offset, binding.size)
 
     def set_memory_attributes(self, call: Notification):
-        """kvm_vm_ioctl_set_mem_attributes(), then RFC v1's conversion of the bound file pages."""
+        """kvm_vm_ioctl_set_mem_attributes(), then RFC v1's conversion of the bound file pages,
+        then the emulated slots laid out anew."""
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
-        if not self.profile.memory_attributes:  # v7 with kvm.vm_memory_attributes=0
+        if KVM_SET_MEMORY_ATTRIBUTES2 in self.profile.conversion_ioctls:  # v7 with kvm.vm_memory_attributes=0
             raise GmemError(errno.ENOTTY, "KVM_SET_MEMORY_ATTRIBUTES: attributes live on the guest_memfd")
         address, size, attributes, flags = struct.unpack(KVM_MEMORY_ATTRIBUTES_STRUCT, self._read(call, 32))
-        if flags or attributes & ~self.profile.memory_attributes:
-            raise GmemError(errno.EINVAL, "memory attributes: unknown flags or attributes")
-        if not size or address + size > (1 << 64) - 1 or address % 4096 or size % 4096:
-            raise GmemError(errno.EINVAL, "memory attributes: empty, overflowing or unaligned range")
-        convert = convert_private if attributes & self.profile.memory_attributes else convert_shared
         vm = self._vm(call)
-        for ino, offset, length in vm.memslots.bound_ranges(address, address + size):
+        supported = self.profile.capability(KVM_CAP_MEMORY_ATTRIBUTES, vm.private) or 0
+        if flags or attributes & ~supported:
+            raise GmemError(errno.EINVAL, "memory attributes: unknown flags or attributes")
+        if not size or address + size > U64 or address % 4096 or size % 4096:
+            raise GmemError(errno.EINVAL, "memory attributes: empty, overflowing or unaligned range")
+        to_private = bool(attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        end = address + size
+        if vm.private_gpas.covers(address, end) if to_private else not any(vm.private_gpas.overlapping(address, end)):
+            return 0  # the range has these attributes already: nothing is done
+        if self.profile.memory_attributes:
+            self._convert_bound_pages(vm, address, end, to_private)
+        (vm.private_gpas.add if to_private else vm.private_gpas.remove)(address, end)
+        if not any(_overlaps(slot.gpa_range, (address, end)) for slot in vm.emulated.values()):
+            return 0
+        return InThread(lambda takeover, _theirs: self._lay_out(takeover, call.fd, vm, (address, end)))
+
+    def _convert_bound_pages(self, vm: Vm, start: int, end: int, to_private: bool) -> None:
+        """RFC v1 29/39: the bound file pages follow; PRIVATE is EINVAL while the host maps one."""
+        bound = list(vm.memslots.bound_ranges(start, end))
+        if to_private and self.profile.refuses_mapped_private:
+            for ino, offset, length in bound:
+                if self._first_mapped(ino, offset, offset + length) is not None:
+                    raise GmemError(errno.EINVAL, f"memory attributes: the host still maps a page of inode {ino}")
+        convert = convert_private if to_private else convert_shared
+        for ino, offset, length in bound:
             try:
                 convert(vm.bound_files[ino], offset, length)
-            except ConversionError as error:
-                raise OSError(error.errno, "a page is still in use by the host") from None
+            except ConversionError:
+                raise GmemError(errno.EINVAL, "memory attributes: a page is still in use by the host") from None
+            if self.profile.clears_on_conversion:
+                _prepare_anew(vm.bound_files[ino], offset, offset + length)
+
+    def _first_mapped(self, ino: int, start: int, end: int) -> "int | None":
+        device = (os.major(self.mount_device), os.minor(self.mount_device))
+        try:
+            return first_mapped_page(self.program or os.getpid(), device, ino, start, end)
+        except CheckIncomplete:
+            return start  # could not look: refuse, as the kernel's check would
+
+    def convert_file(self, call: Notification):
+        """A conversion on a guest_memfd (RFC v2, v7): the daemon answers it; where the file is
+        bound in an emulated slot that takes private pages from the file, the program's thread
+        asks it, and the slots are laid out anew once it succeeded."""
+        status = fd_stat(call.pid, call.fd)
+        if status is None or status.st_dev != self.mount_device:
+            return KERNEL
+        vm = self.file_owner.get(status.st_ino)
+        if vm is None or not any(slot.ino == status.st_ino for slot in vm.emulated.values()):
+            return KERNEL
+
+        def convert(takeover: ThreadTakeover, theirs: "list[int]") -> int:
+            result = takeover.ioctl(call.fd, call.request, call.argument)  # the program's own struct, in and out
+            if result == 0:
+                self._lay_out(takeover, theirs[0], vm, None)
+            return result
+
+        return InThread(convert, install=(vm.fd,))
+
+    # ---- emulated slots ---------------------------------------------------------------
+
+    def _takes_guest_memfd(self, vm: Vm) -> bool:
+        return vm.private or self.profile.guest_memfd_in_plain_vms
+
+    def _emulates(self, vm: Vm, region: MemoryRegion) -> bool:
+        """A private VM's guest_memfd slots, and slots without userspace memory, are emulated."""
+        return vm.private or not region.userspace_addr
+
+    def _open_guest_view(self, ino: int) -> int:
+        return os.open(
+            os.path.join(self.mount_path, os.fsdecode(GUEST_VIEW_PREFIX) + str(ino)), os.O_RDWR | os.O_CLOEXEC
+        )
+
+    def _add_emulated(self, takeover, vm_fd: int, vm: Vm, region: MemoryRegion, binding, theirs) -> int:
+        mappings = []
+        file_fd = theirs[0]
+        shared_base = region.userspace_addr
+        private_base = 0
+        if not shared_base and self.profile.mmap_allowed(self._flags(vm.bound_files[binding.file])):
+            shared_base = self._map(takeover, file_fd, binding.offset, binding.size, mappings)
+        if vm.private:
+            private_base = self._map(takeover, theirs[1], binding.offset, binding.size, mappings)
+            takeover.syscall(SYS_MADVISE, private_base, binding.size, MADV_DONTDUMP)  # no core dump of it
+        emulated = EmulatedSlot(region, binding.file, shared_base, private_base, mappings)
+        vm.emulated[region.slot_key] = emulated
+        result = self._lay_out(takeover, vm_fd, vm, emulated.gpa_range, only=emulated)
+        if result:
+            self._remove_emulated(takeover, vm_fd, vm, emulated)
+        return result
+
+    def _map(self, takeover, fd: int, offset: int, size: int, mappings: list) -> int:
+        address = takeover.syscall(SYS_MMAP, 0, size, PROT_READ_WRITE, MAP_SHARED, fd, offset)
+        if address < 0:
+            raise OSError(-address, "mmap of guest memory in the program")
+        mappings.append((address, size))
+        return address
+
+    def _remove_emulated(self, takeover, vm_fd: int, vm: Vm, emulated: EmulatedSlot) -> int:
+        for slot_id in emulated.pieces.values():
+            takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, None))
+        emulated.pieces.clear()
+        for address, length in emulated.mappings:
+            takeover.syscall(SYS_MUNMAP, address, length)
+        vm.emulated.pop(emulated.region.slot_key, None)
         return 0
+
+    def _lay_out(self, takeover, vm_fd: int, vm: Vm, gpa_range, only: "EmulatedSlot | None" = None) -> int:
+        """Give KVM the memslots that the private and shared pages of emulated slots call for now
+        (those overlapping gpa_range, every one if None): changed pieces only."""
+        for emulated in [only] if only else list(vm.emulated.values()):
+            if gpa_range and not _overlaps(emulated.gpa_range, gpa_range):
+                continue
+            region = emulated.region
+            wanted = pieces(
+                region.guest_phys_addr,
+                region.memory_size,
+                self._private_runs(vm, emulated),
+                emulated.shared_base,
+                emulated.private_base,
+            )
+            for piece in [piece for piece in emulated.pieces if piece not in wanted]:
+                slot_id = emulated.pieces.pop(piece)
+                takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, None))
+            for piece in wanted:
+                if piece in emulated.pieces:
+                    continue
+                slot_id = self._free_piece_id(vm, emulated)
+                result = takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, piece))
+                if result:
+                    return result
+                emulated.pieces[piece] = slot_id
+        return 0
+
+    def _private_runs(self, vm: Vm, emulated: EmulatedSlot) -> "list[tuple[int, int]]":
+        """Guest physical runs of the slot that KVM must map from the file's private pages."""
+        if not vm.private:
+            return []
+        region = emulated.region
+        start, end = emulated.gpa_range
+        fd = vm.bound_files[emulated.ino]
+        if not self.profile.private_from_file(self._flags(fd)):
+            return list(vm.private_gpas.overlapping(start, end))
+        shared = parse_ranges(os.getxattr(fd, XATTR_SHARED).decode())
+        to_gpa = start - region.guest_memfd_offset
+        return [
+            (low + to_gpa, high + to_gpa)
+            for low, high in shared.gaps(region.guest_memfd_offset, region.guest_memfd_offset + region.memory_size)
+        ]
+
+    def _free_piece_id(self, vm: Vm, emulated: EmulatedSlot) -> int:
+        """The slot's own id for its first piece, then ids from the top, which VMMs rarely use."""
+        as_id, own = emulated.region.slot_key
+        taken = vm.piece_ids() | set(vm.memslots.slots)
+        if (as_id, own) not in vm.piece_ids():
+            return own
+        return next(slot_id for slot_id in range(KVM_USER_MEM_SLOTS - 1, 0, -1) if (as_id, slot_id) not in taken)
+
+    def _make_room_for(self, takeover, vm_fd: int, vm: Vm, region: MemoryRegion) -> None:
+        """A VMM's slot id that one of our pieces holds: the piece moves to another id first."""
+        for emulated in vm.emulated.values():
+            for piece, slot_id in list(emulated.pieces.items()):
+                if (
+                    emulated.region.slot_key[0],
+                    slot_id,
+                ) == region.slot_key and emulated.region.slot_key != region.slot_key:
+                    takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, None))
+                    del emulated.pieces[piece]
+                    new_id = self._free_piece_id(vm, emulated)
+                    takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, new_id, piece))
+                    emulated.pieces[piece] = new_id
 
     # ---- helpers ----------------------------------------------------------------------
 
     def _read(self, call: Notification, size: int) -> bytes:
+        """The call's struct, read as the kernel would (EFAULT where the program could not read it)."""
         data = read_memory(call.pid, call.argument, size)
         if not self.listener.still_waiting(call):
             raise OSError(errno.ESRCH, "the call went away")
         return data
 
+    def _is_kvm_device(self, pid: int, fd: int) -> bool:
+        status = fd_stat(pid, fd)
+        return status is not None and stat.S_ISCHR(status.st_mode) and status.st_rdev == KVM_DEVICE_NUMBER
+
+    def _native_vm_types(self) -> int:
+        kvm = os.open(KVM_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            return fcntl.ioctl(kvm, KVM_CHECK_EXTENSION, KVM_CAP_VM_TYPES)
+        finally:
+            os.close(kvm)
+
+    def _known_vm(self, call: Notification) -> "Vm | None":
+        return next((vm for vm in self.vms if same_file(vm.fd, call.pid, call.fd)), None)
+
     def _vm(self, call: Notification) -> Vm:
-        for vm in self.vms:
-            if same_file(vm.fd, call.pid, call.fd):
-                return vm
-        vm = Vm(copy_fd(call.pid, call.fd), Memslots(self.address_spaces))
-        self.vms.append(vm)
+        vm = self._known_vm(call)
+        if vm is None:
+            address_spaces = 1 if self.profile.single_address_space_in_plain_vms else self.address_spaces
+            vm = Vm(copy_fd(call.pid, call.fd), Memslots(address_spaces))
+            self.vms.append(vm)
         return vm
+
+    @staticmethod
+    def _flags(fd: int) -> int:
+        return parse_flags_value(os.getxattr(fd, XATTR_FLAGS))
 
     def _gmem_file(self, pid: int, region: MemoryRegion, vm: Vm):
         """What KVM would find behind region.guest_memfd: ours (GmemFile), nothing (EBADF), or not ours."""
@@ -262,6 +593,55 @@ class GuestMemfdSupervisor:
                 os.close(fd)
             os.close(vm.fd)
         self.vms.clear()
+
+
+def _prepare_anew(fd: int, start: int, end: int) -> None:
+    """RFC v1 30/39 (kvm_gmem_clear_prepared_vm): a converted page is prepared anew at its next
+    use, i.e. zeroed, its allocation kept: punched, then what was allocated is allocated again."""
+    allocated = parse_ranges(os.getxattr(fd, XATTR_ALLOCATED).decode())
+    fallocate(fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start, end - start)
+    for low, high in allocated.overlapping(start, end):
+        low, high = max(low, start), min(high, end)
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, low, high - low)
+
+
+def _overlaps(a: "tuple[int, int]", b: "tuple[int, int]") -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _region_struct(region: MemoryRegion, version: int) -> bytes:
+    """The region as KVM must get it: a guest_memfd slot is ordinary memory to KVM."""
+    flags = region.flags & ~KVM_MEM_GUEST_MEMFD
+    if version == 1:
+        return struct.pack(
+            KVM_USER_MEMORY_REGION_STRUCT,
+            region.slot,
+            flags,
+            region.guest_phys_addr,
+            region.memory_size,
+            region.userspace_addr,
+        )
+    return struct.pack(
+        KVM_USER_MEMORY_REGION2_STRUCT,
+        region.slot,
+        flags,
+        region.guest_phys_addr,
+        region.memory_size,
+        region.userspace_addr,
+        region.guest_memfd_offset,
+        region.guest_memfd,
+        0,
+        *[0] * 14,
+    )
+
+
+def _piece_struct(emulated: EmulatedSlot, slot_id: int, piece: "Piece | None") -> bytes:
+    """KVM_SET_USER_MEMORY_REGION for one piece (None: delete the piece's slot)."""
+    slot = emulated.region.slot_key[0] << 16 | slot_id
+    if piece is None:
+        return struct.pack(KVM_USER_MEMORY_REGION_STRUCT, slot, 0, 0, 0, 0)
+    flags = emulated.region.flags & ~KVM_MEM_GUEST_MEMFD
+    return struct.pack(KVM_USER_MEMORY_REGION_STRUCT, slot, flags, piece.gpa, piece.size, piece.uaddr)
 
 
 def _kvm_address_spaces() -> int:

@@ -1,10 +1,12 @@
 """What a supervisor reads of a trapped process: its memory, its fds, and copies of them.
 
-Through /proc and pidfds, as root or as the program's parent (ptrace access).
+Through /proc, process_vm_readv/writev (the program's own access rules) and pidfds, as root
+or as the program's parent (ptrace access).
 Every answer may be stale the moment it is read: the caller checks that the
 trapped call is still waiting before acting on it.
 """
 
+import ctypes
 import errno
 import os
 
@@ -16,30 +18,38 @@ SYS_PIDFD_GETFD = 438
 KCMP_FILE = 0
 
 
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("length", ctypes.c_size_t)]
+
+
+libc.process_vm_readv.restype = ctypes.c_ssize_t
+libc.process_vm_writev.restype = ctypes.c_ssize_t
+
+
+def _process_vm(call, pid: int, address: int, buffer) -> int:
+    local = _IoVec(ctypes.cast(buffer, ctypes.c_void_p), len(buffer))
+    remote = _IoVec(address, len(buffer))
+    done = call(pid, ctypes.byref(local), 1, ctypes.byref(remote), 1, 0)
+    if done < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{len(buffer)} bytes at {address:#x} of process {pid}: {os.strerror(err)}")
+    return done
+
+
 def read_memory(pid: int, address: int, size: int) -> bytes:
-    """size bytes at address in pid's memory; EFAULT where it is not mapped, as copy_from_user."""
-    try:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise OSError(errno.ESRCH, f"process {pid} is gone") from None
-    try:
-        data = os.pread(fd, size, address)
-    except (OSError, OverflowError):
-        data = b""
-    finally:
-        os.close(fd)
-    if len(data) != size:
+    """size bytes of pid's memory, with the kernel's own access rules (copy_from_user: EFAULT where
+    the program could not read them, PROT_NONE included). Not /proc/PID/mem, which ignores them."""
+    buffer = ctypes.create_string_buffer(size)
+    if address + size >= 1 << 64 or _process_vm(libc.process_vm_readv, pid, address, buffer) != size:
         raise OSError(errno.EFAULT, f"{size} bytes at {address:#x} of process {pid} are not readable")
-    return data
+    return buffer.raw
 
 
 def write_memory(pid: int, address: int, data: bytes) -> None:
-    fd = os.open(f"/proc/{pid}/mem", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        if os.pwrite(fd, data, address) != len(data):
-            raise OSError(errno.EFAULT, f"could not write {len(data)} bytes at {address:#x} of process {pid}")
-    finally:
-        os.close(fd)
+    """Write pid's memory where the program itself could (EFAULT in read-only memory)."""
+    buffer = ctypes.create_string_buffer(data, len(data))
+    if _process_vm(libc.process_vm_writev, pid, address, buffer) != len(data):
+        raise OSError(errno.EFAULT, f"{len(data)} bytes at {address:#x} of process {pid} are not writable")
 
 
 def fd_target(pid: int, fd: int) -> "str | None":

@@ -48,6 +48,7 @@ XATTR_SHARED = b"user.gmem.shared"
 XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XATTR_SHARED)
 XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
 XATTR_ABI = b"user.gmem.abi"  # on the mount's root: the ABI profile's name
+GUEST_VIEW_PREFIX = b".gmemfs-guest-view-"  # + a file's inode number: its guest view, for root only
 
 
 # Later ABIs' bits, selectable as profiles (-o abi=...).
@@ -82,7 +83,11 @@ def _ioc(direction: int, kind: int, number: int, size: int) -> int:
 
 
 _IOC_WRITE, _IOC_READ = 1, 2
+KVM_CREATE_VM = _ioc(0, KVMIO, 0x01, 0)
 KVM_CHECK_EXTENSION = _ioc(0, KVMIO, 0x03, 0)
+KVM_RUN = _ioc(0, KVMIO, 0x80, 0)
+KVM_X86_DEFAULT_VM = 0
+KVM_X86_SW_PROTECTED_VM = 1  # private memory in software: what gmemfs run emulates on any KVM
 KVM_CREATE_GUEST_MEMFD_STRUCT = "=QQ6Q"  # size, flags, reserved[6]
 KVM_CREATE_GUEST_MEMFD = _ioc(_IOC_READ | _IOC_WRITE, KVMIO, 0xD4, 64)
 KVM_USER_MEMORY_REGION_STRUCT = "=IIQQQ"  # slot, flags, guest_phys_addr, memory_size, userspace_addr
@@ -98,6 +103,10 @@ KVM_MEM_GUEST_MEMFD = 1 << 2
 KVM_CAP_MULTI_ADDRESS_SPACE = 118
 KVM_CAP_MEMORY_ATTRIBUTES = 233
 KVM_CAP_GUEST_MEMFD = 234
+KVM_CAP_VM_TYPES = 235
+KVM_CAP_GMEM_SHARED_MEM = 240  # RFC v2 (from the mmap series it builds on)
+KVM_CAP_GMEM_CONVERSION = 241  # RFC v2 07/51
+KVM_CAP_GMEM_HUGETLB = 242  # RFC v2 41/51
 KVM_CAP_GUEST_MEMFD_FLAGS = 244
 KVM_SET_MEMORY_ATTRIBUTES2 = _ioc(_IOC_READ | _IOC_WRITE, KVMIO, 0xD2, KVM_SET_MEMORY_ATTRIBUTES2_SIZE)
 
@@ -162,7 +171,16 @@ class AbiProfile:
     memory_attributes: int = 0  # KVM_SET_MEMORY_ATTRIBUTES converts the file's pages (RFC v1)
     capabilities: tuple[tuple[int, int], ...] = ()  # KVM_CHECK_EXTENSION answers on /dev/kvm and VM fds
     binds_mapping_only: bool = False  # a shared file's memslot must map it at its offset (RFC v2)
-
+    clears_on_conversion: bool = False  # KVM_SET_MEMORY_ATTRIBUTES zeroes what it converts (RFC v1 30/39)
+    # The VM side, per VM type (a plain type-0 VM, or a VM with private memory):
+    plain_vm_capabilities: tuple[tuple[int, int], ...] = ()  # answers on a type-0 VM fd that differ
+    private_vm_capabilities: tuple[tuple[int, int], ...] = ()  # answers on a private VM's fd that differ
+    guest_memfd_in_plain_vms: bool = True  # type-0 VMs take guest_memfd slots (6.8-6.17, RFC v1: no)
+    single_address_space_in_plain_vms: bool = False  # RFC v2: supports_gmem VMs have no SMM slots
+    attributes_on_file: bool = False  # a bound file's shareability is what KVM maps as private (RFC v2, v7)
+    refuses_mapped_private: bool = False  # PRIVATE is EINVAL while the host maps the page (RFC v1 29/39)
+    bind_makes_shared: bool = False  # binding to a private VM makes the range shared (RFC v1 28/39)
+    private_vm_invalid_flags: int = 0  # creation flags a private VM refuses (6.18: INIT_SHARED)
     @property
     def plain_bits(self) -> int:
         """Flag bits valid with or without HUGETLB."""
@@ -175,6 +193,15 @@ class AbiProfile:
     def mmap_allowed(self, flags: int) -> bool:
         return self.mmap_supported and (not self.mmap or bool(flags & self.mmap))
 
+    def private_from_file(self, flags: int) -> bool:
+        """Whether KVM takes a bound page's private-ness from the file (else: the VM's attributes)."""
+        return self.attributes_on_file and self.mmap_allowed(flags)
+
+    def capability(self, capability: int, vm_private: "bool | None") -> "int | None":
+        """KVM_CHECK_EXTENSION's answer on /dev/kvm (vm_private None) or a VM fd; None: the kernel's."""
+        overrides = {None: (), False: self.plain_vm_capabilities, True: self.private_vm_capabilities}[vm_private]
+        return dict(self.capabilities + overrides).get(capability)
+
     def starts_shared(self, flags: int) -> bool:
         if self.init_shared:
             return bool(flags & self.init_shared)
@@ -186,11 +213,19 @@ class AbiProfile:
 # Capabilities each kernel answers; KVM_CAP_GUEST_MEMFD_FLAGS is 0 (unknown) before 6.18.
 _BEFORE_GUEST_MEMFD_FLAGS = ((KVM_CAP_GUEST_MEMFD, 1), (KVM_CAP_GUEST_MEMFD_FLAGS, 0))
 
+# 6.8 to 6.17 and RFC v1: guest_memfd and memory attributes only where the VM has private memory.
+_PRIVATE_MEMORY_ONLY = ((KVM_CAP_GUEST_MEMFD, 0), (KVM_CAP_MEMORY_ATTRIBUTES, 0))
+
 RFC_V1 = AbiProfile(
     name="rfc-v1",
     hugetlb=KVM_GUEST_MEMFD_HUGETLB,
     memory_attributes=KVM_MEMORY_ATTRIBUTE_PRIVATE,
     capabilities=(*_BEFORE_GUEST_MEMFD_FLAGS, (KVM_CAP_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE)),
+    clears_on_conversion=True,
+    plain_vm_capabilities=_PRIVATE_MEMORY_ONLY,
+    guest_memfd_in_plain_vms=False,
+    refuses_mapped_private=True,
+    bind_makes_shared=True,
 )
 RFC_V2 = AbiProfile(
     name="rfc-v2",
@@ -199,12 +234,25 @@ RFC_V2 = AbiProfile(
     mmap=GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     init_private=GUEST_MEMFD_FLAG_INIT_PRIVATE,
     requires=((GUEST_MEMFD_FLAG_INIT_PRIVATE, GUEST_MEMFD_FLAG_SUPPORT_SHARED),),
-    capabilities=_BEFORE_GUEST_MEMFD_FLAGS,
+    capabilities=(
+        *_BEFORE_GUEST_MEMFD_FLAGS,
+        (KVM_CAP_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE),
+        (KVM_CAP_GMEM_SHARED_MEM, 1),
+        (KVM_CAP_GMEM_CONVERSION, 1),
+        (KVM_CAP_GMEM_HUGETLB, 1),
+    ),
     binds_mapping_only=True,
     shareability_needs_mmap=True,
+    single_address_space_in_plain_vms=True,
+    attributes_on_file=True,
 )
 LINUX_6_8 = AbiProfile(  # mainline 6.8 to 6.17: no creation flag, no mmap
-    name="linux-6.8", mmap_supported=False, conversion_ioctls=(), capabilities=_BEFORE_GUEST_MEMFD_FLAGS
+    name="linux-6.8",
+    mmap_supported=False,
+    conversion_ioctls=(),
+    capabilities=(*_BEFORE_GUEST_MEMFD_FLAGS, (KVM_CAP_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE)),
+    plain_vm_capabilities=_PRIVATE_MEMORY_ONLY,
+    guest_memfd_in_plain_vms=False,
 )
 UPSTREAM = AbiProfile(  # mainline 6.18
     name="upstream",
@@ -214,7 +262,12 @@ UPSTREAM = AbiProfile(  # mainline 6.18
     capabilities=(
         (KVM_CAP_GUEST_MEMFD, 1),
         (KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED),
+        (KVM_CAP_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE),
     ),
+    plain_vm_capabilities=((KVM_CAP_MEMORY_ATTRIBUTES, 0),),
+    # kvm_gmem_get_supported_flags(): INIT_SHARED only where the VM has no private memory.
+    private_vm_capabilities=((KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP),),
+    private_vm_invalid_flags=GUEST_MEMFD_FLAG_INIT_SHARED,
 )
 INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory_attributes=0
     name="inplace-v7",
@@ -227,6 +280,7 @@ INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory
         (KVM_CAP_MEMORY_ATTRIBUTES, 0),  # no per-VM attributes: KVM_SET_MEMORY_ATTRIBUTES is ENOTTY
         (KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE),
     ),
+    attributes_on_file=True,
 )
 
 ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, UPSTREAM, INPLACE_V7)}

@@ -43,8 +43,14 @@ def kvm() -> int:
     return os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
 
 
-def create_vm() -> int:
-    return fcntl.ioctl(kvm(), KVM_CREATE_VM, 0)
+KVM_X86_SW_PROTECTED_VM = 1
+KVM_GMEM_CONVERT_SHARED = 0xC040AF41
+KVM_GMEM_CONVERT_PRIVATE = 0xC040AF42
+MADV_DONTNEED = 4
+
+
+def create_vm(vm_type: int = 0) -> int:
+    return fcntl.ioctl(kvm(), KVM_CREATE_VM, vm_type)
 
 
 def create_guest_memfd(vm: int, size: int, flags: int = 0) -> int:
@@ -65,8 +71,15 @@ def check_extension(fd, capability):
 
 
 def scenario_caps(capabilities):
+    """Each capability on /dev/kvm, a type-0 VM and a SW_PROTECTED VM (or why that VM is missing)."""
     system, vm = kvm(), create_vm()
-    return {str(cap): [result(check_extension, system, cap), result(check_extension, vm, cap)] for cap in capabilities}
+    private_vm = result(create_vm, KVM_X86_SW_PROTECTED_VM)
+    answers = {}
+    for cap in capabilities:
+        answers[str(cap)] = [result(check_extension, system, cap), result(check_extension, vm, cap)]
+        on_private = private_vm if isinstance(private_vm, str) else result(check_extension, private_vm, cap)
+        answers[str(cap)].append(on_private)
+    return answers
 
 
 def scenario_create(size, flags):
@@ -98,9 +111,9 @@ def scenario_hold(size, flags):
         signal.pause()
 
 
-def scenario_bind():
+def scenario_bind(vm_type=0):
     """The binding rules, case by case, on one VM with two 16 KiB files and one of another VM."""
-    vm, other_vm = create_vm(), create_vm()
+    vm, other_vm = create_vm(vm_type), create_vm(vm_type)
     gmem = create_guest_memfd(vm, 0x4000)
     gmem2 = create_guest_memfd(vm, 0x4000)
     foreign = create_guest_memfd(other_vm, 0x4000)
@@ -152,14 +165,16 @@ def _address(buffer: mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buffer))
 
 
-def scenario_attributes():
+def scenario_attributes(vm_type=KVM_X86_SW_PROTECTED_VM):
     """RFC v1 conversions: KVM_SET_MEMORY_ATTRIBUTES over gfns bound to the file."""
-    vm = create_vm()
+    vm = create_vm(vm_type)
     gmem = create_guest_memfd(vm, 0x4000)
     memory = mmap.mmap(-1, 0x4000)
     set_region(vm, 0, KVM_MEM_GUEST_MEMFD, 0x10000, 0x4000, _address(memory), 0, gmem)
     shared = lambda: os.getxattr(gmem, "user.gmem.shared").decode()  # noqa: E731
     out = {"initially": shared()}
+    out["private_all"] = result(set_attributes, vm, 0x10000, 0x4000, KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    out["after_private_all"] = shared()
     out["share_gfns_0x11_0x12"] = result(set_attributes, vm, 0x11000, 0x2000, 0)
     out["after_share"] = shared()
     out["private_gfn_0x12"] = result(set_attributes, vm, 0x12000, 0x1000, KVM_MEMORY_ATTRIBUTE_PRIVATE)
@@ -176,9 +191,9 @@ def scenario_attributes():
 GUEST_CODE = bytes.fromhex("c606002042b041e610f4")
 
 
-def scenario_guest(flags, share_with_attributes):
+def scenario_guest(flags, share_with_attributes, vm_type=0):
     """A minimal guest on gmemfs memory: it writes a byte to bound memory, then exits on port 0x10."""
-    system, vm = kvm(), create_vm()
+    system, vm = kvm(), create_vm(vm_type)
     size = 0x10000
     gmem = create_guest_memfd(vm, size, flags)
     memory = mmap.mmap(gmem, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -186,6 +201,20 @@ def scenario_guest(flags, share_with_attributes):
     if share_with_attributes:
         set_attributes(vm, 0, size, 0)  # RFC v1: the pages become shared, the host may touch them
     memory[0x1000 : 0x1000 + len(GUEST_CODE)] = GUEST_CODE
+    vcpu, run = start_vcpu(system, vm)
+    exit_reason, port, out_byte = run_until_exit(vcpu, run)
+    memory.flush()
+    return {
+        "exit_reason": exit_reason,
+        "port": port,
+        "out_byte": out_byte,
+        "guest_wrote": memory[0x2000],
+        "file_allocated": os.getxattr(gmem, "user.gmem.allocated").decode(),
+    }
+
+
+def start_vcpu(system, vm):
+    """A vCPU in real mode at guest physical 0x1000."""
     vcpu = fcntl.ioctl(vm, KVM_CREATE_VCPU, 0)
     run = mmap.mmap(
         vcpu, fcntl.ioctl(system, KVM_GET_VCPU_MMAP_SIZE, 0), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE
@@ -198,17 +227,80 @@ def scenario_guest(flags, share_with_attributes):
     regs = [0] * 18
     regs[16], regs[17] = 0x1000, 0x2  # rip, rflags
     fcntl.ioctl(vcpu, KVM_SET_REGS, struct.pack("=18Q", *regs))
+    return vcpu, run
+
+
+def run_until_exit(vcpu, run):
+    """KVM_RUN once: (exit reason, port, byte written) of the exit."""
     fcntl.ioctl(vcpu, KVM_RUN, 0)
     exit_reason = struct.unpack_from("=I", run, 8)[0]
-    direction, io_size, port, count, data_offset = struct.unpack_from("=BBHIQ", run, 32)
-    memory.flush()
-    return {
-        "exit_reason": exit_reason,
-        "port": port,
-        "out_byte": run[data_offset] if exit_reason == KVM_EXIT_IO else None,
-        "guest_wrote": memory[0x2000],
-        "file_allocated": os.getxattr(gmem, "user.gmem.allocated").decode(),
-    }
+    _direction, _io_size, port, _count, data_offset = struct.unpack_from("=BBHIQ", run, 32)
+    return exit_reason, port, run[data_offset] if exit_reason == KVM_EXIT_IO else None
+
+
+def host_touch(memory, offset):
+    """What the host sees at offset: the byte, or 'SIGBUS' (in a child, as the series' selftests)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        os.write(write_end, bytes([memory[offset]]))
+        os._exit(0)
+    os.close(write_end)
+    _, status = os.waitpid(pid, 0)
+    data = os.read(read_end, 1)
+    os.close(read_end)
+    if os.WIFSIGNALED(status):
+        return "SIGBUS" if os.WTERMSIG(status) == 7 else f"signal {os.WTERMSIG(status)}"
+    return data[0]
+
+
+def convert(gmem, request, offset, size):
+    argument = bytearray(struct.pack("=QQQ5Q", offset, size, 0, *[0] * 5))
+    return result(fcntl.ioctl, gmem, request, argument, True)
+
+
+def madvise(memory, offset, length, advice):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.madvise(ctypes.c_void_p(_address(memory) + offset), ctypes.c_size_t(length), advice):
+        return errno.errorcode[ctypes.get_errno()]
+    return "OK"
+
+
+# Real mode at 0x1000: mov al, [0x2000]; out 0x11, al; mov byte [0x2000], 0x42; mov al, [0x2000]; out 0x10, al; hlt
+PRIVATE_GUEST_CODE = bytes.fromhex("a00020e611c606002042a00020e610f4")
+
+
+def scenario_private_guest(profile, flags, size=0x10000):
+    """A guest of a SW_PROTECTED VM writes a page while it is private; the host's own mapping
+    faults on it; the page is converted back and the host reads it. RFC v2: KVM_GMEM_CONVERT on
+    the file; RFC v1: KVM_SET_MEMORY_ATTRIBUTES on the VM (after MADV_DONTNEED, as its tests do)."""
+    system, vm = kvm(), create_vm(KVM_X86_SW_PROTECTED_VM)
+    gmem = create_guest_memfd(vm, size, flags)
+    memory = mmap.mmap(gmem, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    out = {"bind": result(set_region, vm, 0, KVM_MEM_GUEST_MEMFD, 0, size, _address(memory), 0, gmem)}
+    memory[0x1000 : 0x1000 + len(PRIVATE_GUEST_CODE)] = PRIVATE_GUEST_CODE
+    memory[0x2000] = 0x11
+    if profile == "rfc-v1":
+        out["private_while_mapped"] = result(set_attributes, vm, 0x2000, 0x1000, KVM_MEMORY_ATTRIBUTE_PRIVATE)
+        out["madvise"] = madvise(memory, 0x2000, 0x1000, MADV_DONTNEED)
+        out["to_private"] = result(set_attributes, vm, 0x2000, 0x1000, KVM_MEMORY_ATTRIBUTE_PRIVATE)
+    else:
+        out["to_private"] = convert(gmem, KVM_GMEM_CONVERT_PRIVATE, 0x2000, 0x1000)
+    out["host_while_private"] = host_touch(memory, 0x2000)
+    vcpu, run = start_vcpu(system, vm)
+    out["guest_read_first"] = run_until_exit(vcpu, run)
+    out["guest_read_its_write"] = run_until_exit(vcpu, run)
+    out["host_after_guest"] = host_touch(memory, 0x2000)
+    if profile == "rfc-v1":
+        out["to_shared"] = result(set_attributes, vm, 0x2000, 0x1000, 0)
+    else:
+        out["to_shared"] = convert(gmem, KVM_GMEM_CONVERT_SHARED, 0x2000, 0x1000)
+    out["host_reads"] = memory[0x2000]
+    out["code_page"] = memory[0x1000 : 0x1000 + len(PRIVATE_GUEST_CODE)] == PRIVATE_GUEST_CODE
+    return out
 
 
 def main(argv):

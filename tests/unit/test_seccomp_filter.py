@@ -34,7 +34,8 @@ def run_bpf(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args=(0,) * 
 
 
 TRAPPED = [KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2]
-FILTER = ioctl_filter(TRAPPED)
+COOKIE = 0x8BADF00D_DEADBEEF
+FILTER = ioctl_filter(TRAPPED, COOKIE)
 
 
 @pytest.mark.parametrize("request_number", TRAPPED)
@@ -59,3 +60,15 @@ def test_other_syscalls_run_natively_even_with_a_trapped_number_as_argument():
 
 def test_another_architecture_is_killed():
     assert run_bpf(FILTER, SYS_IOCTL, arch=0x40000003) == SECCOMP_RET_KILL_PROCESS  # i386
+
+
+def test_the_supervisors_own_ioctls_carry_the_cookie_and_run_natively():
+    """injection.ThreadTakeover runs KVM ioctls in the program's thread: they must not be trapped."""
+    assert run_bpf(FILTER, SYS_IOCTL, args=(3, TRAPPED[0], 0, COOKIE, 0, 0)) == SECCOMP_RET_ALLOW
+    assert run_bpf(FILTER, SYS_IOCTL, args=(3, TRAPPED[0], 0, COOKIE & 0xFFFFFFFF, 0, 0)) == SECCOMP_RET_USER_NOTIF
+    assert run_bpf(FILTER, SYS_IOCTL, args=(3, TRAPPED[0], 0, COOKIE ^ 1 << 40, 0, 0)) == SECCOMP_RET_USER_NOTIF
+
+
+def test_a_cookie_with_a_zero_half_is_refused():
+    with pytest.raises(ValueError):
+        ioctl_filter(TRAPPED, 0xDEADBEEF)
