@@ -19,6 +19,8 @@ from support.run import gmemfs_run, leftovers, run_json
 from gmemfs.hugepages import pool_counters
 from gmemfs.uapi import (
     GUEST_MEMFD_FLAG_HUGETLB_V2,
+    GUEST_MEMFD_FLAG_INIT_SHARED,
+    GUEST_MEMFD_FLAG_MMAP,
     GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     GUESTMEM_HUGETLB_FLAG_2MB,
     KVM_GUEST_MEMFD_HUGE_2MB,
@@ -28,6 +30,7 @@ from gmemfs.uapi import (
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
 
 KVM_EXIT_IO = 2
+KVM_EXIT_INTERNAL_ERROR = 17
 
 
 @pytest.fixture(autouse=True)
@@ -121,6 +124,18 @@ def test_set_memory_attributes_checks_per_vm_type(abi, vm_type, expected):
     empty or overflowing ranges, alignment; a range that has the attributes already is 0."""
     result = gmemfs_run("-o", f"abi={abi}", program=[sys.executable, "-c", SET_ATTRIBUTES, str(vm_type)])
     assert result.stdout.strip() == expected, result.stderr
+
+
+def test_a_slot_without_userspace_addr_runs_a_guest_on_the_files_pages():
+    """Mainline 6.18's test_guest_memfd_guest: a guest_memfd slot with userspace_addr 0 on a
+    type-0 VM. On this kernel such a slot exits as MMIO; under gmemfs run the guest writes the
+    file, and the host reads it through its own mapping."""
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    guest = run_json("-o", "abi=upstream", program=kvm_client("guest", flags, False, 0, False))
+    assert (guest["exit_reason"], guest["port"], guest["out_byte"]) == (KVM_EXIT_IO, 0x10, 0x41)
+    assert (guest["guest_wrote"], guest["file_allocated"]) == (0x42, "0x1000-0x3000")
+    native = json.loads(subprocess.run(kvm_client("guest", flags, False, 0, False), capture_output=True).stdout)
+    assert native["exit_reason"] == KVM_EXIT_INTERNAL_ERROR, "this kernel's own slot cannot run the guest"
 
 
 def test_without_gmemfs_run_this_kvm_has_no_private_vm():
