@@ -6,6 +6,7 @@ the hugetlb series creates (every page reserved at creation). The backing fd
 is the only reference, so closing it, or the daemon dying, releases it all.
 """
 
+import contextlib
 import errno
 import mmap
 import os
@@ -75,11 +76,12 @@ def _hugetlbfs_superblock(page_size: int, size: int) -> int:
 class Backing:
     """The kernel file that holds a gmem file's pages."""
 
-    __slots__ = ("fd", "size", "_mapping")
+    __slots__ = ("fd", "size", "huge_page_size", "_mapping")
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(self, fd: int, size: int, huge_page_size: int = 0) -> None:
         self.fd = fd
         self.size = size
+        self.huge_page_size = huge_page_size  # 0: a memfd of 4 KiB pages
         self._mapping: mmap.mmap | None = None
 
     @classmethod
@@ -106,7 +108,32 @@ class Backing:
             raise _out_of_fds(error.errno) or error from None
         finally:
             os.close(mount_fd)  # the open file keeps the superblock alive
-        return cls._sized(fd, size)
+        backing = cls._sized(fd, size)
+        backing.huge_page_size = page_size
+        try:
+            backing._charge_reservation(0, size)
+        except BaseException:
+            backing.close()
+            raise
+        return backing
+
+    def _charge_reservation(self, start: int, end: int) -> None:
+        """Charge the reservation of [start, end) to this process's hugetlb cgroup (`rsvd`), as
+        RFC v2 charges a whole file to its creator at creation (guestmem_hugetlb_setup).
+
+        The subpool's min_size reserves the pages but charges no cgroup; a shared mapping that
+        reserves (no MAP_NORESERVE) takes them from the subpool and charges `rsvd`, which stays
+        after munmap for as long as the file keeps the reservation. A cgroup over its limit
+        makes that mmap fail: ENOMEM, as the series' charge failure.
+        """
+        if start >= end:
+            return
+        try:
+            mmap.mmap(self.fd, end - start, flags=mmap.MAP_SHARED, offset=start).close()
+        except OSError as error:
+            if error.errno == errno.ENOMEM:
+                raise GmemError(errno.ENOMEM, "the hugetlb cgroup's reservation limit would be passed") from None
+            raise
 
     @classmethod
     def memfd(cls, size: int) -> "Backing":
@@ -131,7 +158,13 @@ class Backing:
         fallocate(self.fd, FALLOC_FL_KEEP_SIZE, start, end - start)
 
     def punch(self, start: int, end: int) -> None:
+        """Punch; the freed huge pages go back to the subpool, and their reservation is charged
+        again (hugetlbfs drops a punched range's reservation, RFC v2 keeps the file's charged)."""
         fallocate(self.fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, start, end - start)
+        if self.huge_page_size:
+            whole_start = -(-start // self.huge_page_size) * self.huge_page_size
+            with contextlib.suppress(GmemError):  # the pages stay the file's in its subpool either way
+                self._charge_reservation(whole_start, end - end % self.huge_page_size)
 
     def read(self, start: int, length: int) -> bytes:
         """Page contents; holes read as zeros and stay holes."""

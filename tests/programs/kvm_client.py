@@ -308,6 +308,43 @@ def scenario_private_guest(profile, flags, size=0x10000):
     return out
 
 
+def scenario_cgroup(cgroup, flags, size, page_size):
+    """A hugetlb file's charges in the program's own hugetlb cgroup at each step (RFC v2:
+    rsvd for the whole file from creation to release, usage for the pages in use)."""
+    name = {2 << 20: "2MB", 1 << 30: "1GB"}[page_size]
+
+    def charges():
+        read = lambda kind: int(open(f"{cgroup}/hugetlb.{name}{kind}.current").read())  # noqa: E731
+        return [read(".rsvd") // page_size, read("") // page_size]
+
+    vm = create_vm(KVM_X86_SW_PROTECTED_VM)
+    gmem = result(create_guest_memfd, vm, size, flags)
+    if isinstance(gmem, str):
+        return {"create": gmem, "charges": charges()}
+    out = {"created": charges()}
+    fcntl_fallocate(gmem, 1, 0, page_size)
+    out["allocated"] = charges()
+    fcntl_fallocate(gmem, 3, 0, page_size)
+    out["punched"] = charges()
+    os.close(gmem)
+    import time
+
+    deadline = time.monotonic() + 2
+    while charges() != [0, 0] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out["closed"] = charges()
+    return out
+
+
+def fcntl_fallocate(fd, mode, offset, length):
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    if libc.fallocate(fd, mode, offset, length):
+        raise OSError(ctypes.get_errno(), "fallocate")
+
+
 def main(argv):
     scenario = argv[0]
     args = [json.loads(arg) for arg in argv[1:]]
