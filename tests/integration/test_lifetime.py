@@ -12,6 +12,7 @@ from support.mount import is_mounted, wait_until
 from support.pools import PAGE_2M, wait_for_counters
 from support.syscalls import KEEP_SIZE, fallocate_result
 
+from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
 from gmemfs.hugepages import pool_counters
 
 N = 4
@@ -102,3 +103,22 @@ def test_rename_over_a_file_evicts_the_replaced_one(start_gmemfs, baseline):
     os.rename(daemon.mountpoint / "a", daemon.mountpoint / "b")
     after = wait_for_counters(PAGE_2M, baseline.reserved + N - 1, baseline.free - 1)
     assert (after.free, after.reserved) == (baseline.free - 1, baseline.reserved + N - 1)
+
+
+def test_a_pool_sized_file_can_be_created_right_after_the_last_one_was_closed(start_gmemfs):
+    """The reservation goes back at the last close's RELEASE, not at the FORGET after it: the next
+    creation (queued behind that RELEASE) always finds the pool free. Before: ENOMEM in 1-19 of
+    3,000 tries."""
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    pages = pool_counters(PAGE_2M).available
+    huge_2m = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
+    refused = 0
+    for _ in range(3000):
+        try:
+            fd = create_guest_memfd(daemon.mountpoint, pages * PAGE_2M, huge_2m)
+        except OSError as error:
+            assert error.errno == errno.ENOMEM
+            refused += 1
+            continue
+        os.close(fd)
+    assert refused == 0, f"{refused} of 3000 creations found the last file's pages still reserved"
