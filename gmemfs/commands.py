@@ -8,6 +8,7 @@ import sys
 
 from .client import ConversionError, convert_private, convert_shared
 from .hugepages import PoolError, resize_pool
+from .printable import printable
 from .status import file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
 from .units import format_size, parse_size
 
@@ -67,7 +68,7 @@ def status_command(argv: list[str]) -> None:
     if args.mountpoint:
         mountpoint = os.path.abspath(args.mountpoint)
         if mountpoint not in mounted:
-            raise CommandError(f"status: {args.mountpoint} is not a gmemfs mount")
+            raise CommandError(f"status: {printable(args.mountpoint)} is not a gmemfs mount")
         mounted = [mountpoint]
     statuses = [mount_status(mountpoint) for mountpoint in mounted]
     counters = pools()
@@ -93,7 +94,7 @@ def map_command(argv: list[str]) -> None:
     try:
         status = file_status(args.file, args.file)
     except OSError as error:
-        raise CommandError(f"map: {args.file}: {error.strerror} (is it a file on a gmemfs mount?)") from None
+        raise CommandError(f"map: {printable(args.file)}: {error.strerror} (is it a file on a gmemfs mount?)") from None
     from .views import map_lines
 
     console = _console()
@@ -120,15 +121,17 @@ def convert_command(argv: list[str]) -> None:
     try:
         fd = os.open(args.file, os.O_RDWR)
     except OSError as error:
-        raise CommandError(f"convert: {args.file}: {error.strerror}") from None
+        raise CommandError(f"convert: {printable(args.file)}: {error.strerror}") from None
     try:
         if length is None:
             length = max(os.fstat(fd).st_size - offset, 0)
         (convert_shared if args.to == "shared" else convert_private)(fd, offset, length)
     except ConversionError as error:
-        raise CommandError(f"convert: {args.file}: page {error.error_offset:#x} is still in use by the host") from None
+        raise CommandError(
+            f"convert: {printable(args.file)}: page {error.error_offset:#x} is still in use by the host"
+        ) from None
     except OSError as error:
-        raise CommandError(f"convert: {args.file}: {error.strerror}") from None
+        raise CommandError(f"convert: {printable(args.file)}: {error.strerror}") from None
     finally:
         os.close(fd)
 

@@ -3,17 +3,14 @@
 import json
 import os
 import subprocess
-import sys
 
+from support.commands import assert_one_line_error
+from support.commands import run_gmemfs as gmemfs
 from support.files import open_gmem
 from support.pools import PAGE_2M
 from support.syscalls import KEEP_SIZE, fallocate_result
 
 from gmemfs import create_guest_memfd
-
-
-def gmemfs(*args):
-    return subprocess.run([sys.executable, "-m", "gmemfs", *args], capture_output=True, text=True, timeout=30)
 
 
 def test_status_json_describes_the_files_created(start_gmemfs):
@@ -64,6 +61,44 @@ def test_status_table_names_files_and_pools(start_gmemfs):
 def test_status_of_a_path_that_is_not_gmemfs(tmp_path):
     result = gmemfs("status", str(tmp_path))
     assert result.returncode == 1 and "is not a gmemfs mount" in result.stderr
+
+
+def test_status_of_every_mount_shows_names_that_look_like_markup(start_gmemfs):
+    """Any user may name a directory '[' and a file in it ']': rich must not read '[/]' as a closing tag."""
+    daemon = start_gmemfs("-o", "pagesize=4K")
+    (daemon.mountpoint / "[").mkdir()
+    os.close(open_gmem(daemon.mountpoint / "[", "]", size=4096))
+    result = gmemfs("status")
+    assert result.returncode == 0, result.stderr
+    assert "/[/]" in result.stdout
+
+
+NAME_WITH_CONTROLS = "vm\x1b[31mred\nrow"
+
+
+def test_status_shows_names_escaped_one_row_each(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=4K")
+    os.close(open_gmem(daemon.mountpoint, NAME_WITH_CONTROLS, size=4096))
+    result = gmemfs("status", str(daemon.mountpoint))
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    (row,) = [line for line in result.stdout.splitlines() if "/vm" in line]
+    assert "/vm\\033[31mred\\nrow" in row and "4K" in row
+
+
+def test_map_shows_the_name_escaped(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=4K")
+    os.close(open_gmem(daemon.mountpoint, NAME_WITH_CONTROLS, size=4096))
+    result = gmemfs("map", NAME_WITH_CONTROLS, cwd=daemon.mountpoint)
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout
+    assert result.stdout.splitlines()[0] == "vm\\033[31mred\\nrow: 4K, 4K pages, 0 reserved, 0 allocated"
+
+
+def test_map_error_shows_the_name_escaped(tmp_path):
+    (tmp_path / NAME_WITH_CONTROLS).write_text("x")
+    result = gmemfs("map", str(tmp_path / NAME_WITH_CONTROLS))
+    assert_one_line_error(result, "vm\\033[31mred\\nrow", "is it a file on a gmemfs mount?", command="map")
 
 
 def test_map_draws_one_line_per_run(start_gmemfs):
