@@ -6,8 +6,9 @@ import resource
 from dataclasses import dataclass
 
 from .hugepages import PoolCounters, huge_page_sizes, pool_counters
+from .inspection import paged_name, parse_range_page
 from .mounts import mounts
-from .ranges import RangeSet, parse_ranges
+from .ranges import RangeSet
 from .uapi import XATTR_ALLOCATED, XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_SHARED, XATTR_UNLINKED
 
 
@@ -59,9 +60,23 @@ def file_status(path: "str | os.PathLike[str]", display_path: str) -> FileStatus
         page_size=int(attribute(XATTR_PAGE_SIZE)),
         flags=int(attribute(XATTR_FLAGS), 0),
         reserved_pages=int(attribute(XATTR_RESERVED)),
-        allocated=parse_ranges(attribute(XATTR_ALLOCATED)),
-        shared=parse_ranges(attribute(XATTR_SHARED)),
+        allocated=read_ranges(path, XATTR_ALLOCATED),
+        shared=read_ranges(path, XATTR_SHARED),
     )
+
+
+def read_ranges(path: "str | os.PathLike[str]", attribute: bytes) -> RangeSet:
+    """A whole range list, page by page (one value holds at most 64 KiB: gmemfs.inspection)."""
+    ranges, offset = RangeSet(), 0
+    while True:
+        runs, rest = parse_range_page(os.getxattr(path, paged_name(attribute, offset)).decode())
+        for start, end in runs:
+            ranges.add(start, end)
+        if rest is None:
+            return ranges
+        if rest <= offset:
+            raise ValueError(f"{attribute.decode()}@{offset:#x} does not lead past {offset:#x}")
+        offset = rest
 
 
 def gmemfs_mounts() -> list[str]:

@@ -11,6 +11,7 @@ from support.pools import PAGE_2M
 from support.syscalls import KEEP_SIZE, fallocate_result
 
 from gmemfs import create_guest_memfd
+from gmemfs.client import convert_shared
 
 
 def test_status_json_describes_the_files_created(start_gmemfs):
@@ -146,3 +147,33 @@ def test_statfs_reports_the_pool_in_the_mount_page_size(start_gmemfs):
         assert df.splitlines()[1].split()[1:4] == [str(pool.total), str(pool.total - pool.free), str(st.f_bavail)]
     finally:
         os.close(fd)
+
+
+def test_a_range_list_longer_than_an_xattr_value_is_read_in_pages(start_gmemfs):
+    """8,192 shared runs take ~160 KB as text; the VFS delivers at most 64 KiB of one value."""
+    daemon = start_gmemfs("-o", "pagesize=4K")
+    path = daemon.mountpoint / "vm0"
+    fd = open_gmem(daemon.mountpoint, "vm0", size=8192 * 2 * 4096)
+    try:
+        for page in range(8192):
+            convert_shared(fd, 2 * page * 4096, 4096)
+    finally:
+        os.close(fd)
+    expected = [[2 * page * 4096, (2 * page + 1) * 4096] for page in range(8192)]
+
+    getfattr = subprocess.run(["getfattr", "--only-values", "-n", "user.gmem.shared", str(path)], capture_output=True)
+    assert getfattr.returncode == 0, getfattr.stderr
+    first, _, rest = getfattr.stdout.decode().rpartition(",more@")
+    assert len(getfattr.stdout) <= 65536 and first and rest
+    assert os.getxattr(path, f"user.gmem.shared@{rest}").startswith(f"{rest}-".encode())
+
+    result = gmemfs("status", "--json", str(daemon.mountpoint))
+    assert result.returncode == 0, result.stderr
+    (file,) = json.loads(result.stdout)["mounts"][0]["files"]
+    assert (file["shared"], file["shared_bytes"]) == (expected, 8192 * 4096)
+    assert gmemfs("status", str(daemon.mountpoint)).returncode == 0
+
+    result = gmemfs("map", str(path))
+    assert result.returncode == 0, result.stderr
+    runs = [line.split()[2:4] for line in result.stdout.splitlines()[1:]]
+    assert runs == [["hole", "shared"], ["hole", "private"]] * 8192
