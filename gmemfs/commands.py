@@ -9,7 +9,7 @@ import sys
 from .client import ConversionError, convert_private, convert_shared
 from .hugepages import PoolError, resize_pool
 from .printable import printable
-from .status import file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
+from .status import MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
 from .units import format_size, parse_size
 
 
@@ -59,7 +59,8 @@ def pool_command(argv: list[str]) -> None:
     _console().print(pool_table(counters))
 
 
-def status_command(argv: list[str]) -> None:
+def status_command(argv: list[str]) -> int:
+    """Every mount that can be read is shown; each that cannot is one line on stderr, and exit status 1."""
     parser = argparse.ArgumentParser(prog="gmemfs status", description="Show a mount's files and the pools.")
     parser.add_argument("mountpoint", nargs="?", help="default: every gmemfs mount")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -70,19 +71,28 @@ def status_command(argv: list[str]) -> None:
         if mountpoint not in mounted:
             raise CommandError(f"status: {printable(args.mountpoint)} is not a gmemfs mount")
         mounted = [mountpoint]
-    statuses = [mount_status(mountpoint) for mountpoint in mounted]
+    statuses, failures = [], []
+    for mountpoint in mounted:
+        try:
+            statuses.append(mount_status(mountpoint))
+        except MountError as error:
+            failures.append(error)
     counters = pools()
     if args.json:
-        print(json.dumps({"mounts": [s.to_dict() for s in statuses], "pools": pools_to_dict(counters)}, indent=2))
-        return
-    from .views import pool_table, status_table
+        report = {"mounts": [s.to_dict() for s in statuses], "unreadable_mounts": [f.to_dict() for f in failures]}
+        print(json.dumps(report | {"pools": pools_to_dict(counters)}, indent=2))
+    else:
+        from .views import pool_table, status_table
 
-    console = _console()
-    if not statuses:
-        console.print("no gmemfs mounts")
-    for status in statuses:
-        console.print(status_table(status))
-    console.print(pool_table(counters))
+        console = _console()
+        if not mounted:
+            console.print("no gmemfs mounts")
+        for status in statuses:
+            console.print(status_table(status))
+        console.print(pool_table(counters))
+    for failure in failures:
+        print(f"gmemfs status: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def map_command(argv: list[str]) -> None:
@@ -148,8 +158,7 @@ COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command, 
 
 def run_command(name: str, argv: list[str]) -> int:
     try:
-        COMMANDS[name](argv)
+        return COMMANDS[name](argv) or 0
     except CommandError as error:
         print(f"gmemfs {error}", file=sys.stderr)
         return 1
-    return 0

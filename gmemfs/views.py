@@ -36,6 +36,8 @@ def status_table(status: MountStatus) -> Table:
             format_size(file.allocated.total),
             format_size(file.shared.total),
         )
+    for entry in status.unreadable:
+        table.add_row(Text(f"{printable(entry.path)} ({entry.reason})", style="italic"), "", "", "", "", "")
     unlinked = status.unlinked
     if unlinked["files"]:
         table.add_row(

@@ -2,9 +2,10 @@
 
 import json
 import os
+import resource
 import subprocess
 
-from support.commands import assert_one_line_error
+from support.commands import GMEMFS, as_nobody, assert_one_line_error
 from support.commands import run_gmemfs as gmemfs
 from support.files import open_gmem
 from support.pools import PAGE_2M
@@ -62,6 +63,67 @@ def test_status_table_names_files_and_pools(start_gmemfs):
 def test_status_of_a_path_that_is_not_gmemfs(tmp_path):
     result = gmemfs("status", str(tmp_path))
     assert result.returncode == 1 and "is not a gmemfs mount" in result.stderr
+
+
+def test_a_dead_mount_is_one_line_and_every_other_mount_is_still_shown(start_gmemfs):
+    alive, dead = start_gmemfs("-o", "pagesize=4K"), start_gmemfs("-o", "pagesize=4K")
+    os.close(open_gmem(alive.mountpoint, "vm0", size=4096))
+    dead.kill()
+    result = gmemfs("status")
+    assert_one_line_error(result, str(dead.mountpoint), "not connected", command="status")
+    assert str(alive.mountpoint) in result.stdout and "/vm0" in result.stdout and "huge page pools" in result.stdout
+    result = gmemfs("status", "--json")
+    assert result.returncode == 1 and str(dead.mountpoint) in result.stderr
+    report = json.loads(result.stdout)
+    assert str(alive.mountpoint) in [mount["mountpoint"] for mount in report["mounts"]]
+    assert [mount["mountpoint"] for mount in report["unreadable_mounts"]] == [str(dead.mountpoint)]
+
+
+def test_status_of_a_wide_tree_needs_an_fd_per_level_not_per_directory(start_gmemfs):
+    """20,500 subdirectories ran out of the default 20,000 fds; 300 run out of 64 the same way."""
+    daemon = start_gmemfs("-o", "pagesize=4K")
+    for number in range(300):
+        (daemon.mountpoint / f"d{number:03}").mkdir()
+    os.close(open_gmem(daemon.mountpoint / "d299", "vm0", size=4096))
+
+    def at_most_64_fds():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    result = subprocess.run(
+        [*GMEMFS, "status", "--json", str(daemon.mountpoint)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=at_most_64_fds,
+    )
+    assert result.returncode == 0, result.stderr
+    (mount,) = json.loads(result.stdout)["mounts"]
+    assert [file["path"] for file in mount["files"]] == ["/d299/vm0"]
+
+
+def test_status_as_another_user_shows_what_it_may_read(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=4K,allow_other")
+    (daemon.mountpoint / "private").mkdir(mode=0o700)
+    os.close(open_gmem(daemon.mountpoint / "private", "vm0", size=4096))
+    os.close(open_gmem(daemon.mountpoint, "root-only", size=4096))  # 0600
+    os.close(open_gmem(daemon.mountpoint, "readable", size=4096))
+    os.chmod(daemon.mountpoint / "readable", 0o644)
+    result = as_nobody(*GMEMFS, "status", "--json", str(daemon.mountpoint))
+    assert result.returncode == 0, result.stderr
+    (mount,) = json.loads(result.stdout)["mounts"]
+    assert [file["path"] for file in mount["files"]] == ["/readable"]
+    assert mount["unreadable"] == [
+        {"path": "/private/", "error": "Permission denied"},
+        {"path": "/root-only", "error": "Permission denied"},
+    ]
+    table = as_nobody(*GMEMFS, "status", str(daemon.mountpoint))
+    assert table.returncode == 0 and "/private/ (Permission" in table.stdout, "a row of its own, wrapped to fit"
+
+
+def test_status_as_a_user_kept_out_of_a_mount_is_one_line(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=4K")  # no allow_other: only root enters
+    result = as_nobody(*GMEMFS, "status", str(daemon.mountpoint))
+    assert_one_line_error(result, str(daemon.mountpoint), "Permission denied", command="status")
 
 
 def test_status_of_every_mount_shows_names_that_look_like_markup(start_gmemfs):

@@ -4,6 +4,13 @@ import subprocess
 import sys
 
 GMEMFS = [sys.executable, "-m", "gmemfs"]
+NOBODY = 65534
+
+
+def as_nobody(*command: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command as an unprivileged user with no groups."""
+    setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    return subprocess.run([*setpriv, *command], capture_output=True, text=True, timeout=30, **kwargs)
 
 
 def run_gmemfs(*args: str, **kwargs) -> subprocess.CompletedProcess:
