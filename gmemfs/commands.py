@@ -9,7 +9,8 @@ import sys
 from .client import ConversionError, convert_private, convert_shared
 from .hugepages import PoolError, resize_pool
 from .printable import printable
-from .status import MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
+from .status import InspectionValueError, MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
+from .uapi import U64_MAX
 from .units import format_size, parse_size
 
 
@@ -103,8 +104,9 @@ def map_command(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     try:
         status = file_status(args.file, args.file)
-    except OSError as error:
-        raise CommandError(f"map: {printable(args.file)}: {error.strerror} (is it a file on a gmemfs mount?)") from None
+    except (OSError, InspectionValueError) as error:
+        problem = error.strerror if isinstance(error, OSError) else error
+        raise CommandError(f"map: {printable(args.file)}: {problem} (is it a file on a gmemfs mount?)") from None
     from .views import map_lines
 
     console = _console()
@@ -128,6 +130,9 @@ def convert_command(argv: list[str]) -> None:
         length = parse_size(args.length) if args.length else None
     except ValueError as error:
         raise CommandError(f"convert: {error}") from None
+    for name, text, value in (("offset", args.offset, offset), ("length", args.length, length)):
+        if value is not None and value > U64_MAX:
+            raise CommandError(f"convert: {name} {printable(text)} does not fit in the ioctl's 64 bits")
     try:
         fd = os.open(args.file, os.O_RDWR)
     except OSError as error:

@@ -4,6 +4,7 @@ import json
 import os
 import resource
 import subprocess
+import tempfile
 
 from support.commands import GMEMFS, as_nobody, assert_one_line_error
 from support.commands import run_gmemfs as gmemfs
@@ -162,6 +163,16 @@ def test_map_error_shows_the_name_escaped(tmp_path):
     (tmp_path / NAME_WITH_CONTROLS).write_text("x")
     result = gmemfs("map", str(tmp_path / NAME_WITH_CONTROLS))
     assert_one_line_error(result, "vm\\033[31mred\\nrow", "is it a file on a gmemfs mount?", command="map")
+
+
+def test_map_of_a_tmpfs_file_with_inspection_attributes_set_by_hand_is_one_line():
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as directory:
+        path = os.path.join(directory, "fake")
+        open(path, "w").close()
+        for name, value in (("flags", "0x0"), ("page_size", "abc"), ("reserved", "0")):
+            os.setxattr(path, f"user.gmem.{name}", value.encode())
+        result = gmemfs("map", path)
+    assert_one_line_error(result, "user.gmem.page_size is 'abc'", "is it a file on a gmemfs mount?", command="map")
 
 
 def test_map_draws_one_line_per_run(start_gmemfs):
