@@ -8,7 +8,9 @@ import sys
 
 from .client import ConversionError, convert_private, convert_shared
 from .hugepages import PoolError, resize_pool
-from .status import file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
+from .printable import printable
+from .status import InspectionValueError, MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
+from .uapi import U64_MAX
 from .units import format_size, parse_size
 
 
@@ -58,7 +60,8 @@ def pool_command(argv: list[str]) -> None:
     _console().print(pool_table(counters))
 
 
-def status_command(argv: list[str]) -> None:
+def status_command(argv: list[str]) -> int:
+    """Every mount that can be read is shown; each that cannot is one line on stderr, and exit status 1."""
     parser = argparse.ArgumentParser(prog="gmemfs status", description="Show a mount's files and the pools.")
     parser.add_argument("mountpoint", nargs="?", help="default: every gmemfs mount")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -67,21 +70,30 @@ def status_command(argv: list[str]) -> None:
     if args.mountpoint:
         mountpoint = os.path.abspath(args.mountpoint)
         if mountpoint not in mounted:
-            raise CommandError(f"status: {args.mountpoint} is not a gmemfs mount")
+            raise CommandError(f"status: {printable(args.mountpoint)} is not a gmemfs mount")
         mounted = [mountpoint]
-    statuses = [mount_status(mountpoint) for mountpoint in mounted]
+    statuses, failures = [], []
+    for mountpoint in mounted:
+        try:
+            statuses.append(mount_status(mountpoint))
+        except MountError as error:
+            failures.append(error)
     counters = pools()
     if args.json:
-        print(json.dumps({"mounts": [s.to_dict() for s in statuses], "pools": pools_to_dict(counters)}, indent=2))
-        return
-    from .views import pool_table, status_table
+        report = {"mounts": [s.to_dict() for s in statuses], "unreadable_mounts": [f.to_dict() for f in failures]}
+        print(json.dumps(report | {"pools": pools_to_dict(counters)}, indent=2))
+    else:
+        from .views import pool_table, status_table
 
-    console = _console()
-    if not statuses:
-        console.print("no gmemfs mounts")
-    for status in statuses:
-        console.print(status_table(status))
-    console.print(pool_table(counters))
+        console = _console()
+        if not mounted:
+            console.print("no gmemfs mounts")
+        for status in statuses:
+            console.print(status_table(status))
+        console.print(pool_table(counters))
+    for failure in failures:
+        print(f"gmemfs status: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 def map_command(argv: list[str]) -> None:
@@ -92,8 +104,9 @@ def map_command(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     try:
         status = file_status(args.file, args.file)
-    except OSError as error:
-        raise CommandError(f"map: {args.file}: {error.strerror} (is it a file on a gmemfs mount?)") from None
+    except (OSError, InspectionValueError) as error:
+        problem = error.strerror if isinstance(error, OSError) else error
+        raise CommandError(f"map: {printable(args.file)}: {problem} (is it a file on a gmemfs mount?)") from None
     from .views import map_lines
 
     console = _console()
@@ -117,18 +130,23 @@ def convert_command(argv: list[str]) -> None:
         length = parse_size(args.length) if args.length else None
     except ValueError as error:
         raise CommandError(f"convert: {error}") from None
+    for name, text, value in (("offset", args.offset, offset), ("length", args.length, length)):
+        if value is not None and value > U64_MAX:
+            raise CommandError(f"convert: {name} {printable(text)} does not fit in the ioctl's 64 bits")
     try:
         fd = os.open(args.file, os.O_RDWR)
     except OSError as error:
-        raise CommandError(f"convert: {args.file}: {error.strerror}") from None
+        raise CommandError(f"convert: {printable(args.file)}: {error.strerror}") from None
     try:
         if length is None:
             length = max(os.fstat(fd).st_size - offset, 0)
         (convert_shared if args.to == "shared" else convert_private)(fd, offset, length)
     except ConversionError as error:
-        raise CommandError(f"convert: {args.file}: page {error.error_offset:#x} is still in use by the host") from None
+        raise CommandError(
+            f"convert: {printable(args.file)}: page {error.error_offset:#x} is still in use by the host"
+        ) from None
     except OSError as error:
-        raise CommandError(f"convert: {args.file}: {error.strerror}") from None
+        raise CommandError(f"convert: {printable(args.file)}: {error.strerror}") from None
     finally:
         os.close(fd)
 
@@ -145,8 +163,7 @@ COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command, 
 
 def run_command(name: str, argv: list[str]) -> int:
     try:
-        COMMANDS[name](argv)
+        return COMMANDS[name](argv) or 0
     except CommandError as error:
         print(f"gmemfs {error}", file=sys.stderr)
         return 1
-    return 0

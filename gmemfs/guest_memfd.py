@@ -13,8 +13,9 @@ import trio
 from .backing import Backing
 from .host_users import FileUsers
 from .hugepages import HugePageSupport
+from .inspection import range_page
 from .limits import MountQuota
-from .ranges import RangeSet, format_ranges
+from .ranges import RangeSet
 from .rules import (
     FallocatePlan,
     GmemError,
@@ -231,13 +232,14 @@ class GuestMemfd:
         self.allocated = RangeSet()
         self.shared = RangeSet()
 
-    def attribute(self, name: bytes) -> bytes:
+    def attribute(self, name: bytes, offset: int = 0) -> bytes:
         """One read-only inspection attribute (user.gmem.*): only the one asked for is formatted,
-        since a sparse file's range lists can be long."""
+        and of a range list (which can be long) only the page from `offset` on."""
         if name == XATTR_FLAGS:
             return f"{self.flags:#x}".encode()
         if name == XATTR_PAGE_SIZE:
             return str(self.page_size).encode()
         if name == XATTR_RESERVED:
             return str(self.reserved_pages).encode()
-        return format_ranges(self.allocated if name == XATTR_ALLOCATED else self.shared).encode()
+        with self.lock:
+            return range_page(self.allocated if name == XATTR_ALLOCATED else self.shared, offset)

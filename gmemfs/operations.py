@@ -21,6 +21,7 @@ from .guest_memfd import GuestMemfd
 from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
 from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
+from .inspection import parse_attribute_name
 from .limits import MountQuota, check_file_limit
 from .mounts import mount_device
 from .options import MountOptions
@@ -628,9 +629,10 @@ class GmemOperations(pyfuse3.Operations):
         if ino == ROOT_INO and name == XATTR_ABI:
             return self.options.abi.name.encode()
         gmem = self._inode(ino).gmem
-        if gmem is None or name not in XATTR_NAMES:
+        attribute = parse_attribute_name(name)
+        if gmem is None or attribute is None:
             raise FUSEError(pyfuse3.ENOATTR)
-        return gmem.attribute(name)
+        return gmem.attribute(*attribute)
 
     @_request("ino")
     async def listxattr(self, ino, ctx):

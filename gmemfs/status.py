@@ -1,13 +1,16 @@
 """What a gmemfs mount holds, read from outside the daemon through the inspection attributes."""
 
 import json
+import operator
 import os
-import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .hugepages import PoolCounters, huge_page_sizes, pool_counters
+from .inspection import paged_name, parse_range_page
 from .mounts import mounts
-from .ranges import RangeSet, parse_ranges
+from .printable import printable
+from .ranges import RangeSet
+from .tree import GONE, Unreadable, unreadable_entries, walk_files
 from .uapi import XATTR_ALLOCATED, XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_SHARED, XATTR_UNLINKED
 
 
@@ -40,28 +43,72 @@ class MountStatus:
     mountpoint: str
     files: list[FileStatus]
     unlinked: dict  # files only fds reach: counts from the daemon
+    unreadable: list[Unreadable] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "mountpoint": self.mountpoint,
             "files": [file.to_dict() for file in self.files],
             "unlinked": self.unlinked,
+            "unreadable": [entry.to_dict() for entry in self.unreadable],
         }
 
 
-def file_status(path: "str | os.PathLike[str]", display_path: str) -> FileStatus:
-    def attribute(name: bytes) -> str:
-        return os.getxattr(path, name).decode()
+class MountError(Exception):
+    """A mount that cannot be read at all: its daemon is gone, or the caller may not enter it."""
 
-    return FileStatus(
-        path=display_path,
-        size=os.stat(path).st_size,
-        page_size=int(attribute(XATTR_PAGE_SIZE)),
-        flags=int(attribute(XATTR_FLAGS), 0),
-        reserved_pages=int(attribute(XATTR_RESERVED)),
-        allocated=parse_ranges(attribute(XATTR_ALLOCATED)),
-        shared=parse_ranges(attribute(XATTR_SHARED)),
-    )
+    def __init__(self, mountpoint: str, reason: str) -> None:
+        super().__init__(f"{printable(mountpoint)}: {reason}")
+        self.mountpoint = mountpoint
+        self.reason = reason
+
+    def to_dict(self) -> dict:
+        return {"mountpoint": self.mountpoint, "error": self.reason}
+
+
+class InspectionValueError(ValueError):
+    """An inspection attribute holding what gmemfs never writes (set by hand on a file elsewhere)."""
+
+
+def file_status(path: "str | os.PathLike[str]", display_path: str, dir_fd: "int | None" = None) -> FileStatus:
+    """Read through one O_PATH fd, so that every value is the same file's even if its name
+    changes meanwhile; with dir_fd, a name swapped for a symlink leads nowhere else."""
+    fd = os.open(path, os.O_PATH | (os.O_NOFOLLOW if dir_fd is not None else 0), dir_fd=dir_fd)
+    try:
+        reached = f"/proc/self/fd/{fd}"
+        return FileStatus(
+            path=display_path,
+            size=os.fstat(fd).st_size,
+            page_size=_read_value(reached, XATTR_PAGE_SIZE, int),
+            flags=_read_value(reached, XATTR_FLAGS, lambda text: int(text, 0)),
+            reserved_pages=_read_value(reached, XATTR_RESERVED, int),
+            allocated=read_ranges(reached, XATTR_ALLOCATED),
+            shared=read_ranges(reached, XATTR_SHARED),
+        )
+    finally:
+        os.close(fd)
+
+
+def read_ranges(path: "str | os.PathLike[str]", attribute: bytes) -> RangeSet:
+    """A whole range list, page by page (one value holds at most 64 KiB: gmemfs.inspection)."""
+    ranges, offset = RangeSet(), 0
+    while True:
+        runs, rest = _read_value(path, paged_name(attribute, offset), parse_range_page)
+        for start, end in runs:
+            ranges.add(start, end)
+        if rest is None:
+            return ranges
+        if rest <= offset:
+            raise InspectionValueError(f"{attribute.decode()}@{offset:#x} does not lead past {offset:#x}")
+        offset = rest
+
+
+def _read_value(path: "str | os.PathLike[str]", name: bytes, parse):
+    text = os.getxattr(path, name).decode(errors="surrogateescape")
+    try:
+        return parse(text)
+    except ValueError:
+        raise InspectionValueError(f"{name.decode()} is '{printable(text[:40])}', not a value gmemfs writes") from None
 
 
 def gmemfs_mounts() -> list[str]:
@@ -69,43 +116,26 @@ def gmemfs_mounts() -> list[str]:
 
 
 def mount_status(mountpoint: str) -> MountStatus:
-    files = [file_status(path, display) for path, display in _regular_files(mountpoint)]
-    unlinked = json.loads(os.getxattr(mountpoint, XATTR_UNLINKED))
-    return MountStatus(mountpoint=mountpoint, files=sorted(files, key=lambda f: f.path), unlinked=unlinked)
-
-
-def _regular_files(mountpoint: str):
-    """(a path that reaches it, its path in the mount) of every regular file.
-
-    Depth-first without recursion and through directory fds (/proc/self/fd/N/name), so a
-    tree of any depth works: Python's recursion limit and PATH_MAX stop os.walk.
-    """
-    _allow_many_open_files()
-    stack = [(os.open(mountpoint, os.O_RDONLY | os.O_DIRECTORY), "/")]
-    while stack:
-        directory_fd, display = stack.pop()
-        try:
-            with os.scandir(directory_fd) as entries:
-                listed = sorted(
-                    (entry.name, entry.is_dir(follow_symlinks=False), entry.is_file(follow_symlinks=False))
-                    for entry in entries
-                )
-            for name, is_dir, is_file in reversed(listed):
-                if is_dir:
-                    child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory_fd)
-                    stack.append((child, f"{display}{name}/"))
-            for name, _, is_file in listed:
-                if is_file:
-                    yield f"/proc/self/fd/{directory_fd}/{name}", display + name
-        finally:
-            os.close(directory_fd)
-
-
-def _allow_many_open_files() -> None:
-    """A deep tree holds one fd per directory waiting on the stack."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    """Every file of the mount, and what could not be read; MountError if the mount itself cannot be."""
+    files, unreadable = [], []
+    try:
+        for entry in walk_files(mountpoint):
+            if isinstance(entry, Unreadable):
+                unreadable.append(entry)
+                continue
+            directory_fd, name, path = entry
+            try:
+                files.append(file_status(name, path, dir_fd=directory_fd))
+            except OSError as error:
+                unreadable.extend(unreadable_entries(path, error))
+            except InspectionValueError as error:
+                unreadable.append(Unreadable(path, str(error)))
+        unlinked = json.loads(os.getxattr(mountpoint, XATTR_UNLINKED))
+    except OSError as error:
+        hint = " (its daemon is gone: fusermount3 -u unmounts it)" if error.errno in GONE else ""
+        raise MountError(mountpoint, error.strerror + hint) from None
+    by_path = operator.attrgetter("path")
+    return MountStatus(mountpoint, sorted(files, key=by_path), unlinked, sorted(unreadable, key=by_path))
 
 
 def pools() -> dict[int, PoolCounters]:

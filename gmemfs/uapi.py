@@ -49,6 +49,7 @@ XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XA
 XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
 XATTR_ABI = b"user.gmem.abi"  # on the mount's root: the ABI profile's name
 GUEST_VIEW_PREFIX = b".gmemfs-guest-view-"  # + a file's inode number: its guest view, for root only
+XATTR_SIZE_MAX = 65536  # linux/limits.h: the longest value getxattr(2) delivers (E2BIG beyond)
 
 
 # Later ABIs' bits, selectable as profiles (-o abi=...).

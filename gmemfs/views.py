@@ -4,6 +4,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .hugepages import PoolCounters
+from .printable import printable
 from .status import FileStatus, MountStatus, Segment, segments
 from .units import format_size
 
@@ -21,19 +22,22 @@ def pool_table(counters: dict[int, PoolCounters]) -> Table:
 
 
 def status_table(status: MountStatus) -> Table:
-    table = Table(title=f"gmemfs at {status.mountpoint}", title_justify="left")
+    """Names go in as Text, escaped: a str cell is rich markup, and any user names the files."""
+    table = Table(title=Text(f"gmemfs at {printable(status.mountpoint)}"), title_justify="left")
     table.add_column("path")
     for column in ("size", "page size", "reserved", "allocated", "shared"):
         table.add_column(column, justify="right")
     for file in status.files:
         table.add_row(
-            file.path,
+            Text(printable(file.path)),
             format_size(file.size) if file.size else "unsized",
             format_size(file.page_size),
             f"{file.reserved_pages} pages" if file.page_size > 4096 else "-",
             format_size(file.allocated.total),
             format_size(file.shared.total),
         )
+    for entry in status.unreadable:
+        table.add_row(Text(f"{printable(entry.path)} ({entry.reason})", style="italic"), "", "", "", "", "")
     unlinked = status.unlinked
     if unlinked["files"]:
         table.add_row(
@@ -58,7 +62,7 @@ STATES = {
 def map_lines(file: FileStatus, width: int = 40) -> list[Text]:
     """One line per run of pages: its range, length, state, and a bar to scale."""
     header = Text(
-        f"{file.path}: {format_size(file.size)}, {format_size(file.page_size)} pages, "
+        f"{printable(file.path)}: {format_size(file.size)}, {format_size(file.page_size)} pages, "
         f"{file.reserved_pages} reserved, {format_size(file.allocated.total)} allocated"
     )
     if not file.size:

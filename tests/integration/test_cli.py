@@ -6,6 +6,7 @@ import subprocess
 import pytest
 from support.commands import GMEMFS, assert_one_line_error
 from support.commands import run_gmemfs as run
+from support.files import open_gmem
 from support.mount import is_mounted, new_mountpoint, remove_mountpoint, wait_until
 
 
@@ -82,3 +83,11 @@ def test_the_mount_reads_ahead_2_mib(start_gmemfs):
     device = os.stat(daemon.mountpoint).st_dev
     path = f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb"
     assert wait_until(lambda: open(path).read().strip() == "2048", 5)
+
+
+@pytest.mark.parametrize("option", ["-l", "-o"])
+def test_convert_with_a_number_past_64_bits_is_one_line(start_gmemfs, option):
+    daemon = start_gmemfs("-o", "pagesize=4K")
+    os.close(open_gmem(daemon.mountpoint, "vm0", size=4096))
+    result = run("convert", option, "99999999999999999999999", str(daemon.mountpoint / "vm0"), "shared")
+    assert_one_line_error(result, "99999999999999999999999", "64 bits", command="convert")

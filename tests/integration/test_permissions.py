@@ -1,24 +1,12 @@
 """Who reaches a gmemfs mount: default_permissions, allow_other, file modes."""
 
 import os
-import subprocess
 
 import pytest
-from support.commands import assert_one_line_error, run_gmemfs
+from support.commands import as_nobody, assert_one_line_error, run_gmemfs
 from support.files import open_gmem
 
 from gmemfs import create_guest_memfd
-
-NOBODY = 65534
-
-
-def as_nobody(*command) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_without_allow_other_no_other_user_reaches_the_mount(start_gmemfs):
