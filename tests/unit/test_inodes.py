@@ -16,7 +16,8 @@ def make_file(table, name=b"f"):
     return inode, gmem
 
 
-def test_unlinked_file_lives_until_closed_and_forgotten():
+def test_an_unlinked_files_memory_goes_back_at_its_last_release_and_its_inode_at_forget():
+    """evict_inode runs during the last close; FUSE's FORGET comes later and only ends the entry."""
     table = InodeTable(0o755, 0, 0)
     inode, gmem = make_file(table)
     table.add_lookup(inode)
@@ -24,9 +25,9 @@ def test_unlinked_file_lives_until_closed_and_forgotten():
     table.unlink(table[ROOT_INO], b"f")
     assert gmem.backing is not None, "still open and looked up"
     table.release(fh)
-    assert gmem.backing is not None, "the kernel still holds a lookup"
+    assert gmem.backing is None, "nothing can reach it any more"
+    assert table[inode.ino] is inode, "the kernel still holds a lookup"
     table.forget(inode.ino, 1)
-    assert gmem.backing is None
     assert inode.ino not in [i.ino for i in table.files()]
 
 
