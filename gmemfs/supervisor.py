@@ -223,6 +223,7 @@ class GuestMemfdSupervisor:
             takeover = ThreadTakeover(notification.pid, thread_group(notification.pid), self.listener.cookie)
             takeover.seize()
         except OSError as error:
+            log.warning("gmemfs run: ioctl %#x of thread %d: %s", notification.request, notification.pid, error)
             self.listener.reply(notification, err=error.errno or errno.EIO)
             return
         finally:

@@ -141,3 +141,28 @@ def test_a_slot_without_userspace_addr_runs_a_guest_on_the_files_pages():
 def test_without_gmemfs_run_this_kvm_has_no_private_vm():
     native = subprocess.run(kvm_client("caps", [235]), capture_output=True, text=True)
     assert json.loads(native.stdout) == {"235": [1, 1, "EINVAL"]}
+
+
+TRACED_BY_ITS_CHILD = """
+import ctypes, errno, fcntl, os, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+parent = os.getpid()
+tracer = os.fork()
+if tracer == 0:
+    assert libc.ptrace(0x4206, parent, None, None) == 0, ctypes.get_errno()  # PTRACE_SEIZE
+    os.write(1, b"")
+    time.sleep(30)
+    os._exit(0)
+time.sleep(0.3)
+try:
+    fcntl.ioctl(os.open('/dev/kvm', os.O_RDWR), 0xAE01, 1)
+except OSError as error:
+    print(errno.errorcode[error.errno])
+os.kill(tracer, signal.SIGKILL)
+"""
+
+
+def test_a_program_traced_already_gets_eperm_and_a_line_saying_why():
+    result = gmemfs_run(program=[sys.executable, "-c", TRACED_BY_ITS_CHILD])
+    assert result.stdout.strip() == "EPERM", result.stderr
+    assert "traced already" in result.stderr
