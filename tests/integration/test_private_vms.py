@@ -19,6 +19,7 @@ from support.run import gmemfs_run, leftovers, run_json
 from gmemfs.hugepages import pool_counters
 from gmemfs.uapi import (
     GUEST_MEMFD_FLAG_HUGETLB_V2,
+    GUEST_MEMFD_FLAG_INIT_PRIVATE,
     GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,
     GUEST_MEMFD_FLAG_SUPPORT_SHARED,
@@ -166,3 +167,36 @@ def test_a_program_traced_already_gets_eperm_and_a_line_saying_why():
     result = gmemfs_run(program=[sys.executable, "-c", TRACED_BY_ITS_CHILD])
     assert result.stdout.strip() == "EPERM", result.stderr
     assert "traced already" in result.stderr
+
+
+RFC_V2_2M = GUEST_MEMFD_FLAG_SUPPORT_SHARED | GUEST_MEMFD_FLAG_HUGETLB_V2 | GUESTMEM_HUGETLB_FLAG_2MB
+PAGE_SIZES = pytest.mark.parametrize("huge, size", [(0, 0x10000), (RFC_V2_2M, PAGE_2M)], ids=["4K", "2M"])
+
+
+@PAGE_SIZES
+def test_a_conversion_with_a_running_guest_does_not_affect_the_surrounding_pages(huge, size):
+    """RFC v2 conversions selftest, should_not_affect_surrounding_pages: four 4 KiB pages (inside
+    one huge page for 2M); page 2 turns private and back while the guest uses all four."""
+    run = run_json("-o", "abi=rfc-v2", program=kvm_client("conversions", huge | GUEST_MEMFD_FLAG_SUPPORT_SHARED, size))
+    assert run == {
+        "guest_sees_host": ["A", "A", "A", "A"],
+        "page_2_private": 0,
+        "host_sees": [ord("B"), ord("B"), "SIGBUS", ord("B")],
+        "guest_on_private_page": ["B", "D"],
+        "guest_sees_neighbours": ["D", "D", "D"],
+        "page_2_shared": 0,
+        "host_reads": ["E", "E", "D", "E"],
+    }
+
+
+@PAGE_SIZES
+def test_a_file_created_private_is_the_guests_until_shared(huge, size):
+    """RFC v2 conversions selftest, init_mappable_false (SUPPORT_SHARED | INIT_PRIVATE)."""
+    flags = huge | GUEST_MEMFD_FLAG_SUPPORT_SHARED | GUEST_MEMFD_FLAG_INIT_PRIVATE
+    run = run_json("-o", "abi=rfc-v2", program=kvm_client("conversions", flags, size))
+    assert run == {
+        "init_private_host": "SIGBUS",
+        "init_private_guest": [0, ord("A")],  # never allocated: zeroes
+        "init_private_to_shared": 0,
+        "init_private_host_reads": "A",
+    }

@@ -345,6 +345,52 @@ def fcntl_fallocate(fd, mode, offset, length):
         raise OSError(ctypes.get_errno(), "fallocate")
 
 
+# Real mode at 0x1000: mov al, [bx]; out 0x11, al; mov [bx], cl; mov al, [bx]; out 0x10, al; hlt
+GUEST_USE_MEMORY = bytes.fromhex("8a07e611880f8a07e610f4")
+
+
+def guest_use(vcpu, run, address, value):
+    """The guest reads the byte at address, writes value there and reads it back: (first, after)."""
+    regs = [0] * 18
+    regs[1], regs[2], regs[16], regs[17] = address, value, 0x1000, 0x2  # rbx, rcx, rip, rflags
+    fcntl.ioctl(vcpu, KVM_SET_REGS, struct.pack("=18Q", *regs))
+    first, after = run_until_exit(vcpu, run), run_until_exit(vcpu, run)
+    return [first[2], after[2]] if (first[1], after[1]) == (0x11, 0x10) else ["exit", first, after]
+
+
+def scenario_conversions(flags, size):
+    """RFC v2's guest_memfd_conversions_test cases, with a guest of our own: four 4 KiB pages at
+    0x2000-0x6000 (inside one huge page when the file has them). Returns what host and guest saw."""
+    system, vm = kvm(), create_vm(KVM_X86_SW_PROTECTED_VM)
+    gmem = create_guest_memfd(vm, size, flags)
+    memory = mmap.mmap(gmem, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    set_region(vm, 0, KVM_MEM_GUEST_MEMFD, 0, size, _address(memory), 0, gmem)
+    if flags & 2:  # INIT_PRIVATE: the code page must be made shared first
+        convert(gmem, KVM_GMEM_CONVERT_SHARED, 0x1000, 0x1000)
+    memory[0x1000 : 0x1000 + len(GUEST_USE_MEMORY)] = GUEST_USE_MEMORY
+    vcpu, run = start_vcpu(system, vm)
+    pages = [0x2000, 0x3000, 0x4000, 0x5000]
+    out = {}
+    if flags & 2:  # init_mappable_false: private from creation
+        out["init_private_host"] = host_touch(memory, 0x2000)
+        out["init_private_guest"] = guest_use(vcpu, run, 0x2000, ord("A"))
+        out["init_private_to_shared"] = convert(gmem, KVM_GMEM_CONVERT_SHARED, 0x2000, 0x1000)
+        out["init_private_host_reads"] = chr(memory[0x2000])
+        return out
+    for page in pages:  # should_not_affect_surrounding_pages
+        memory[page] = ord("A")
+    out["guest_sees_host"] = [chr(guest_use(vcpu, run, page, ord("B"))[0]) for page in pages]
+    out["page_2_private"] = convert(gmem, KVM_GMEM_CONVERT_PRIVATE, 0x4000, 0x1000)
+    out["host_sees"] = [host_touch(memory, page) for page in pages]
+    out["guest_on_private_page"] = [chr(byte) for byte in guest_use(vcpu, run, 0x4000, ord("D"))]
+    for page in (0x2000, 0x3000, 0x5000):
+        memory[page] = ord("D")
+    out["guest_sees_neighbours"] = [chr(guest_use(vcpu, run, page, ord("E"))[0]) for page in (0x2000, 0x3000, 0x5000)]
+    out["page_2_shared"] = convert(gmem, KVM_GMEM_CONVERT_SHARED, 0x4000, 0x1000)
+    out["host_reads"] = [chr(memory[page]) for page in pages]
+    return out
+
+
 def main(argv):
     scenario = argv[0]
     args = [json.loads(arg) for arg in argv[1:]]
