@@ -163,40 +163,37 @@ class GuestMemfd:
 
     def read_shared(self, offset: int, length: int) -> bytes:
         """What the host sees of shared pages (mmap faults); private pages are EINVAL (SIGBUS)."""
-        end = min(offset + length, self.size)
-        if offset >= end:
-            return b""
-        check_host_access(self.shared, offset, end, "read")
-        return self.backing.read(offset, end - offset)
+        return self._read(offset, length, lambda start, end: check_host_access(self.shared, start, end, "read"))
 
     def write_shared(self, offset: int, data: bytes) -> int:
         """Take the host's writes to shared pages (mmap writeback); the pages are allocated as needed."""
-        end = min(offset + len(data), self.size)
-        if offset >= end:
-            return len(data)
-        with self.lock:
-            check_host_access(self.shared, offset, end, "write back", draining=self.draining)
-        self.allocate(offset - offset % self.page_size, -(-end // self.page_size) * self.page_size)
-        self.backing.write(offset, data[: end - offset])
-        return len(data)
+        return self._write(
+            offset, data, lambda start, end: check_host_access(self.shared, start, end, "write back", self.draining)
+        )
 
     def read_for_guest(self, offset: int, length: int) -> bytes:
         """What the guest's view sees (gmemfs run maps it where a private VM's guest reaches
         private pages): private pages only."""
+        return self._read(offset, length, lambda start, end: check_guest_access(self.shared, start, end, "read"))
+
+    def write_for_guest(self, offset: int, data: bytes) -> int:
+        """Writeback of what the guest wrote to private pages through its view."""
+        return self._write(offset, data, lambda start, end: check_guest_access(self.shared, start, end, "write back"))
+
+    def _read(self, offset: int, length: int, check: "Callable[[int, int], None]") -> bytes:
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
         with self.lock:
-            check_guest_access(self.shared, offset, end, "read")
+            check(offset, end)
         return self.backing.read(offset, end - offset)
 
-    def write_for_guest(self, offset: int, data: bytes) -> int:
-        """Writeback of what the guest wrote to private pages through its view."""
+    def _write(self, offset: int, data: bytes, check: "Callable[[int, int], None]") -> int:
         end = min(offset + len(data), self.size)
         if offset >= end:
             return len(data)
         with self.lock:
-            check_guest_access(self.shared, offset, end, "write back")
+            check(offset, end)
         self.allocate(offset - offset % self.page_size, -(-end // self.page_size) * self.page_size)
         self.backing.write(offset, data[: end - offset])
         return len(data)
