@@ -4,8 +4,9 @@ Pure constants and ABI profiles, so that every other layer (and VMM code) can
 name the same bits as the hugetlb series' UAPI header.
 """
 
+import errno
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Flags of struct kvm_create_guest_memfd, in the seed's encoding (RFC v1, 2024).
 KVM_GUEST_MEMFD_HUGETLB = 1 << 1
@@ -181,6 +182,8 @@ class AbiProfile:
     refuses_mapped_private: bool = False  # PRIVATE is EINVAL while the host maps the page (RFC v1 29/39)
     bind_makes_shared: bool = False  # binding to a private VM makes the range shared (RFC v1 28/39)
     private_vm_invalid_flags: int = 0  # creation flags a private VM refuses (6.18: INIT_SHARED)
+    bound_range_errno: int = errno.EINVAL  # kvm_gmem_bind() of a file range already bound (7.2: EEXIST)
+
     @property
     def plain_bits(self) -> int:
         """Flag bits valid with or without HUGETLB."""
@@ -254,7 +257,7 @@ LINUX_6_8 = AbiProfile(  # mainline 6.8 to 6.17: no creation flag, no mmap
     plain_vm_capabilities=_PRIVATE_MEMORY_ONLY,
     guest_memfd_in_plain_vms=False,
 )
-UPSTREAM = AbiProfile(  # mainline 6.18
+UPSTREAM = AbiProfile(  # mainline 7.2 (Debian sid's linux-source-7.2): 6.18's flags, EEXIST for a bound range
     name="upstream",
     mmap=GUEST_MEMFD_FLAG_MMAP,
     init_shared=GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -268,7 +271,9 @@ UPSTREAM = AbiProfile(  # mainline 6.18
     # kvm_gmem_get_supported_flags(): INIT_SHARED only where the VM has no private memory.
     private_vm_capabilities=((KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP),),
     private_vm_invalid_flags=GUEST_MEMFD_FLAG_INIT_SHARED,
+    bound_range_errno=errno.EEXIST,
 )
+LINUX_6_18 = replace(UPSTREAM, name="linux-6.18", bound_range_errno=errno.EINVAL)  # this machine: 6.18
 INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory_attributes=0
     name="inplace-v7",
     mmap=GUEST_MEMFD_FLAG_MMAP,
@@ -283,7 +288,9 @@ INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory
     attributes_on_file=True,
 )
 
-ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, UPSTREAM, INPLACE_V7)}
+ABI_PROFILES = {
+    profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, LINUX_6_18, UPSTREAM, INPLACE_V7)
+}
 DEFAULT_ABI = RFC_V1
 
 

@@ -81,6 +81,7 @@ CAPABILITIES = {
     "rfc-v1": {233: [8, 0, 8], 234: [1, 0, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [0, 0, 0]},
     "rfc-v2": {233: [8, 8, 8], 234: [1, 1, 1], 240: [1, 1, 1], 241: [1, 1, 1], 242: [1, 1, 1], 244: [0, 0, 0]},
     "linux-6.8": {233: [8, 0, 8], 234: [1, 0, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [0, 0, 0]},
+    "linux-6.18": {233: [8, 0, 8], 234: [1, 1, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [3, 3, 1]},
     "upstream": {233: [8, 0, 8], 234: [1, 1, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [3, 3, 1]},
     "inplace-v7": {233: [0, 0, 0], 234: [1, 1, 1], 244: [3, 3, 3], 249: [8, 8, 8]},
 }
@@ -158,7 +159,7 @@ BINDING_RULES = {
 
 
 @pytest.mark.parametrize(
-    "abi, vm_type", [("rfc-v1", 1), ("rfc-v2", 1), ("rfc-v2", 0), ("upstream", 0), ("upstream", 1)]
+    "abi, vm_type", [("rfc-v1", 1), ("rfc-v2", 1), ("rfc-v2", 0), ("linux-6.18", 0), ("linux-6.18", 1)]
 )
 def test_memslot_binding_rules(abi, vm_type):
     assert run_json("-o", f"abi={abi}", program=kvm_client("bind", vm_type)) == BINDING_RULES
@@ -169,6 +170,13 @@ def test_guest_memfd_slots_need_a_vm_with_private_memory_before_6_18(abi):
     """check_memory_region_flags(): KVM_MEM_GUEST_MEMFD only if kvm_arch_has_private_mem()."""
     answers = run_json("-o", f"abi={abi}", program=kvm_client("bind", 0))
     assert {name for name, answer in answers.items() if answer != "EINVAL"} == {"modify_without_flag"}
+
+
+@pytest.mark.parametrize("vm_type", [0, 1])
+def test_linux_7_2_binds_a_bound_range_again_with_eexist(vm_type):
+    """7.2's kvm_gmem_bind(): r = -EEXIST when xa_find() finds the range bound (6.18: EINVAL)."""
+    answers = run_json("-o", "abi=upstream", program=kvm_client("bind", vm_type))
+    assert answers == {**BINDING_RULES, "same_range_again": "EEXIST"}
 
 
 def test_rfc_v2_binds_a_shared_file_only_where_userspace_addr_maps_it():
@@ -185,7 +193,7 @@ def test_rfc_v2_binds_a_shared_file_only_where_userspace_addr_maps_it():
 
 
 def test_memslot_binding_rules_match_this_kernels_guest_memfd():
-    """6.18 binds guest_memfd to this machine's VMs: the same calls, the same answers."""
+    """6.18 binds guest_memfd to this machine's VMs: the same calls, the same answers as linux-6.18."""
     native = subprocess.run(kvm_client("bind"), capture_output=True, text=True, timeout=60)
     assert json.loads(native.stdout) == BINDING_RULES
 
