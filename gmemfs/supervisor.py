@@ -261,7 +261,7 @@ class GuestMemfdSupervisor:
         def create(takeover: ThreadTakeover, _theirs) -> int:
             fd = takeover.ioctl(call.fd, KVM_CREATE_VM, 0)
             if fd >= 0:
-                self.vms.append(Vm(copy_fd(call.pid, fd), Memslots(1), private=True))
+                self.vms.append(Vm(copy_fd(call.pid, fd), Memslots(1, self.profile.bound_range_errno), private=True))
             return fd
 
         return InThread(create)
@@ -559,7 +559,7 @@ class GuestMemfdSupervisor:
         vm = self._known_vm(call)
         if vm is None:
             address_spaces = 1 if self.profile.single_address_space_in_plain_vms else self.address_spaces
-            vm = Vm(copy_fd(call.pid, call.fd), Memslots(address_spaces))
+            vm = Vm(copy_fd(call.pid, call.fd), Memslots(address_spaces, self.profile.bound_range_errno))
             self.vms.append(vm)
         return vm
 
