@@ -94,6 +94,11 @@ def _check_name(name: bytes) -> None:
         raise FUSEError(errno.ENAMETOOLONG)
 
 
+def _in_page_cache(gmem: GuestMemfd) -> bool:
+    """Files that may be mapped go through the kernel's page cache; the others use direct I/O."""
+    return gmem.profile.mmap_allowed(gmem.flags)
+
+
 def _opened_for_writing(flags: int) -> bool:
     return flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
 
@@ -204,7 +209,10 @@ class GmemOperations(pyfuse3.Operations):
         entry.st_atime_ns = inode.atime_ns
         entry.st_mtime_ns = inode.mtime_ns
         entry.st_ctime_ns = inode.ctime_ns
-        entry.attr_timeout = entry.entry_timeout = self.options.cache_timeout
+        entry.entry_timeout = self.options.cache_timeout
+        # A mappable file's attributes are never cached: then every read(2) asks for them
+        # first (auto_inval_data), naming its file handle, and getattr can refuse it.
+        entry.attr_timeout = 0 if gmem and _in_page_cache(gmem) else self.options.cache_timeout
         return entry
 
     def _file_info(self, fh: int, gmem: GuestMemfd, guest_view: bool = False) -> pyfuse3.FileInfo:
@@ -215,7 +223,7 @@ class GmemOperations(pyfuse3.Operations):
         writeback becomes writepage); the others use direct I/O, for which the
         kernel refuses shared mmap with ENODEV, as guest_memfd without MMAP does.
         """
-        direct_io = not guest_view and not gmem.profile.mmap_allowed(gmem.flags)  # a view is only ever mapped
+        direct_io = not guest_view and not _in_page_cache(gmem)  # a view is only ever mapped
         return pyfuse3.FileInfo(fh=fh, direct_io=direct_io, keep_cache=True, nonseekable=True)
 
     def _new_name(self, parent: int, name: bytes) -> Inode:
@@ -272,6 +280,9 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("ino")
     async def getattr(self, inode, ctx):
+        fh = getattr(ctx, "fh", None)  # pyfuse3 patch 0007; None for stat(2) and fstat(2)
+        if fh is not None:
+            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")  # the only GETATTR about an open file
         return self._entry(self._inode(inode))
 
     @_request("ino")
@@ -444,10 +455,14 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh", quiet=True)
     async def read(self, fh, off, size):
-        """Page faults (and, the one allowed difference, read(2)) of shared pages."""
+        """Page faults of shared pages (and of a guest view). read(2) never gets here: a mappable
+        file's is refused in getattr, and the only READ of a file that cannot be mapped (direct
+        I/O) is a read(2)."""
         inode = self._file(fh)
         if inode.view_of:
             return inode.gmem.read_for_guest(off, size)
+        if not _in_page_cache(inode.gmem):
+            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")
         inode.gmem.host_mapped = True
         return inode.gmem.read_shared(off, size)
 
