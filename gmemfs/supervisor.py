@@ -17,6 +17,8 @@ call is answered here, in the order the kernel makes its checks, with the kernel
   private or shared pages, the private ones over a mapping of the file's guest view.
 - KVM_SET_MEMORY_ATTRIBUTES, and conversions of a bound file: the attributes (and RFC v1's
   conversion of the file's pages), then the emulated slots laid out anew.
+- mmap(2) of a gmemfs file with MAP_PRIVATE: kvm_gmem_mmap()'s ENODEV or EINVAL (FUSE would
+  map it; the filter traps every private file mapping, and the others continue).
 
 Everything else, and every call on an fd that is not KVM's, continues into the kernel
 untouched. The supervisor runs on its own trio loop and answers one call at a time;
@@ -26,6 +28,7 @@ the trapped thread waits, nobody else does.
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import stat
 import struct
@@ -188,7 +191,7 @@ class GuestMemfdSupervisor:
     def answer(self, notification: Notification) -> None:
         """Exactly one answer per trapped call, whatever the handler does."""
         self.calls += 1
-        handler = self.handlers.get(notification.request)
+        handler = self.private_mapping if notification.nr == SYS_MMAP else self.handlers.get(notification.request)
         try:
             result = handler(notification) if handler else KERNEL
         except OSError as error:
@@ -531,6 +534,21 @@ class GuestMemfdSupervisor:
                     new_id = self._free_piece_id(vm, emulated)
                     takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, new_id, piece))
                     emulated.pieces[piece] = new_id
+
+    def private_mapping(self, call: Notification):
+        """kvm_gmem_mmap(): a file without MMAP is ENODEV, a mapping that is not shared EINVAL.
+
+        The VFS's own refusals come first (PROT_EXEC on the noexec mount is EPERM, length 0
+        EINVAL), so those calls, and every mapping of another file, go to the kernel."""
+        _address, length, prot, _flags, fd, _offset = call.args
+        fd &= 0xFFFFFFFF
+        status = fd_stat(call.pid, fd)
+        if status is None or status.st_dev != self.mount_device or not length or prot & mmap.PROT_EXEC:
+            return KERNEL
+        flags = parse_flags_value(os.getxattr(f"/proc/{call.pid}/fd/{fd}", XATTR_FLAGS))
+        if not self.profile.mmap_allowed(flags):
+            raise GmemError(errno.ENODEV, "mmap of a guest_memfd that may not be mapped")
+        raise GmemError(errno.EINVAL, "MAP_PRIVATE mapping of a guest_memfd")
 
     # ---- helpers ----------------------------------------------------------------------
 
