@@ -133,6 +133,26 @@ def test_creation_errors_are_the_kernels(abi, size, flags, err):
     assert run_json("-o", f"abi={abi}", program=kvm_client("create", size, flags)) == {"error": err}
 
 
+MAPPINGS = {
+    "flags_0_private": "ENODEV",
+    "flags_0_shared": "ENODEV",
+    "flags_1_private": "EINVAL",
+    "flags_1_shared": None,
+    "flags_3_private": "EINVAL",
+    "flags_3_shared": None,
+    "another_file_private": None,
+}
+
+
+@pytest.mark.parametrize("abi", ["upstream", "linux-6.18"])
+def test_a_private_mapping_of_a_guest_memfd_is_einval(abi):
+    """kvm_gmem_mmap(): ENODEV without MMAP, EINVAL unless VM_SHARED (Linux 7.2's test_mmap_cow);
+    a FUSE file would be mapped, so gmemfs run answers it. The same calls on this kernel agree."""
+    native = subprocess.run(kvm_client("mappings"), capture_output=True, text=True, timeout=60)
+    assert json.loads(native.stdout) == MAPPINGS
+    assert run_json("-o", f"abi={abi}", program=kvm_client("mappings")) == MAPPINGS
+
+
 def test_upstream_flags_create_a_mappable_file():
     flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
     assert run_json("-o", "abi=upstream", program=kvm_client("create", 8192, flags))["size"] == 8192

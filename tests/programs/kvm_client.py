@@ -159,6 +159,20 @@ def scenario_bind_mapping(shared_flags):
     }
 
 
+def scenario_mappings():
+    """mmap(2) of guest_memfds of each mainline flag set, shared and private (kvm_gmem_mmap())."""
+    vm = create_vm()
+    out = {}
+    for flags in (0, 1, 3):
+        fd = create_guest_memfd(vm, 0x4000, flags)
+        for name, kind in (("private", mmap.MAP_PRIVATE), ("shared", mmap.MAP_SHARED)):
+            out[f"flags_{flags}_{name}"] = result(lambda: mmap.mmap(fd, 0x1000, kind).close())
+        os.close(fd)
+    with open(sys.executable, "rb") as program:
+        out["another_file_private"] = result(lambda: mmap.mmap(program.fileno(), 0x1000, mmap.MAP_PRIVATE).close())
+    return out
+
+
 def _address(buffer: mmap.mmap) -> int:
     import ctypes
 
