@@ -27,10 +27,12 @@ from .options import MountOptions
 from .rules import (
     GmemError,
     check_conversions,
+    converted_before_refusal,
     converts_anything,
     file_mode,
     first_page_in_use,
     parse_flags_value,
+    parse_page_order,
     plan_conversion,
 )
 from .uapi import (
@@ -39,6 +41,7 @@ from .uapi import (
     XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
+    XATTR_PAGE_ORDER,
     XATTR_UNLINKED,
     ConversionRequest,
 )
@@ -92,6 +95,11 @@ NAME_MAX = 255  # what statfs says, as tmpfs
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
+
+
+def _xattr_names(gmem: GuestMemfd) -> "tuple[bytes, ...]":
+    """A file's attributes: page_order only where the ABI has it (hugetlb-2025)."""
+    return (*XATTR_NAMES, XATTR_PAGE_ORDER) if gmem.profile.page_order else XATTR_NAMES
 
 
 def _in_page_cache(gmem: GuestMemfd) -> bool:
@@ -328,7 +336,11 @@ class GmemOperations(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         directory = self._new_name(parent_inode, name)
         self._room_for_another_inode()
-        gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support, self.quota)
+        options = self.options
+        gmem = GuestMemfd(
+            options.default_flags, options.abi, self.support, self.quota, options.default_page_order,
+            options.backing_page_size,
+        )  # fmt: skip
         inode = self.inodes.new(stat.S_IFREG | file_mode(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.add_lookup(inode)
@@ -496,6 +508,10 @@ class GmemOperations(pyfuse3.Operations):
         plan = gmem.plan_fallocate(mode, offset, length)
         if plan.punch:
             self._injected_fault("punch")
+            if gmem.profile.punch_in_use_eagain and gmem.hugetlb and plan.start < plan.end:
+                held = await self._held_by_host(inode, plan.start, plan.end)
+                if held is not None:  # merge_truncate_range(): no safe refcount, nothing truncated
+                    raise GmemError(errno.EAGAIN, f"punch: page {held:#x} is in use by the host")
             await self._serialized(gmem, gmem.punch, plan.start, plan.end)
             return
         try:
@@ -528,9 +544,11 @@ class GmemOperations(pyfuse3.Operations):
         if not handle.writable:  # a conversion changes the file, as fallocate does
             raise FUSEError(errno.EBADF)
         request = ConversionRequest.decode(cmd, in_buf)
-        plan = plan_conversion(request, gmem.size)
+        plan = plan_conversion(request, gmem.size, gmem.profile.attributes2_reserved_checked)
         if plan is None or not converts_anything(gmem.profile, gmem.flags):
             return 0, in_buf
+        if gmem.profile.attributes2_batches and gmem.has_attributes(*plan, private=request.to_private):
+            return 0, in_buf  # kvm_gmem_range_has_attributes(): nothing to do, not even the in-use check
         if not request.to_private:
             self._injected_fault("convert_shared")
             await self._convert_to_shared(gmem, *plan)
@@ -540,6 +558,10 @@ class GmemOperations(pyfuse3.Operations):
             log.info(
                 "%s: conversion to private: page %#x is in use by the host (EAGAIN)", self._describe("fh", fh), in_use
             )
+            if gmem.profile.attributes2_batches:  # the huge pages before the refused one stay converted
+                done = converted_before_refusal(plan[0], in_use, gmem.page_size)
+                if done > plan[0]:
+                    await self._convert_to_private(handle.inode, plan[0], done)
             return -errno.EAGAIN, request.encode(error_offset=in_use)
         await self._convert_to_private(handle.inode, *plan)
         return 0, in_buf
@@ -556,6 +578,10 @@ class GmemOperations(pyfuse3.Operations):
             return start
         if fault:
             raise GmemError(fault, "injected fault: convert_private")
+        return await self._held_by_host(inode, start, end)
+
+    async def _held_by_host(self, inode: Inode, start: int, end: int) -> "int | None":
+        """The first page of [start, end) a host process keeps mlock()ed, from /proc (bounded)."""
         if not inode.gmem.host_mapped:
             return None  # never faulted in, so nobody can hold it
         if self._device is None:
@@ -630,11 +656,14 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def setxattr(self, ino, name, value, ctx):
         gmem = self._inode(ino).gmem
-        if gmem is None or name not in XATTR_NAMES:
+        if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(errno.ENOTSUP)
-        if name != XATTR_FLAGS:
+        if name == XATTR_FLAGS:
+            gmem.set_flags(parse_flags_value(value))
+        elif name == XATTR_PAGE_ORDER:
+            gmem.set_page_order(parse_page_order(value))
+        else:
             raise GmemError(errno.EPERM, f"{os.fsdecode(name)} is read-only")
-        gmem.set_flags(parse_flags_value(value))
 
     @_request("ino")
     async def getxattr(self, ino, name, ctx):
@@ -643,7 +672,9 @@ class GmemOperations(pyfuse3.Operations):
         if ino == ROOT_INO and name == XATTR_ABI:
             return self.options.abi.name.encode()
         gmem = self._inode(ino).gmem
-        if gmem is None or name not in XATTR_NAMES:
+        if gmem is not None and name == XATTR_ABI:  # not listed: for gmemfs convert, which picks the ioctl
+            return gmem.profile.name.encode()
+        if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(pyfuse3.ENOATTR)
         return gmem.attribute(name)
 
@@ -651,7 +682,8 @@ class GmemOperations(pyfuse3.Operations):
     async def listxattr(self, ino, ctx):
         if ino == ROOT_INO:
             return [XATTR_UNLINKED, XATTR_ABI]
-        return list(XATTR_NAMES) if self._inode(ino).gmem else []
+        gmem = self._inode(ino).gmem
+        return list(_xattr_names(gmem)) if gmem else []
 
     def _unlinked_summary(self) -> bytes:
         return json.dumps(self.inodes.unlinked_summary()).encode()
@@ -659,6 +691,6 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def removexattr(self, ino, name, ctx):
         gmem = self._inode(ino).gmem
-        if gmem is None or name not in XATTR_NAMES:
+        if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(pyfuse3.ENOATTR)
         raise GmemError(errno.EPERM, f"{os.fsdecode(name)} cannot be removed")

@@ -53,8 +53,10 @@ def create_vm(vm_type: int = 0) -> int:
     return fcntl.ioctl(kvm(), KVM_CREATE_VM, vm_type)
 
 
-def create_guest_memfd(vm: int, size: int, flags: int = 0) -> int:
-    return fcntl.ioctl(vm, KVM_CREATE_GUEST_MEMFD, bytearray(struct.pack("=QQ6Q", size, flags, *[0] * 6)), True)
+def create_guest_memfd(vm: int, size: int, flags: int = 0, page_order: int = 0) -> int:
+    """page_order: the hugetlb series' __u8 at offset 16 (Dec 2025); reserved in mainline."""
+    argument = bytearray(struct.pack("=QQBBHI5Q", size, flags, page_order, 0, 0, 0, *[0] * 5))
+    return fcntl.ioctl(vm, KVM_CREATE_GUEST_MEMFD, argument, True)
 
 
 def set_region(vm, slot, flags, gpa, size, uaddr=0, offset=0, gmem=0):
@@ -82,10 +84,10 @@ def scenario_caps(capabilities):
     return answers
 
 
-def scenario_create(size, flags):
+def scenario_create(size, flags, page_order=0):
     """One creation: the fd and what fstat and fcntl say of it, or the errno."""
     vm = create_vm()
-    fd = result(create_guest_memfd, vm, size, flags)
+    fd = result(create_guest_memfd, vm, size, flags, page_order)
     if isinstance(fd, str):
         return {"error": fd}
     status = os.fstat(fd)
