@@ -45,7 +45,7 @@ from .hugepages import HugePageSupport
 from .injection import MAP_SHARED, PROT_READ_WRITE, SYS_CLOSE, SYS_MADVISE, SYS_MMAP, SYS_MUNMAP, U64, ThreadTakeover
 from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piece, pieces
 from .ranges import RangeSet, parse_ranges
-from .rules import GmemError, check_creation_size, page_size_for_flags, parse_flags_value
+from .rules import GmemError, check_creation_size, file_geometry, parse_flags_value
 from .seccomp import Listener, Notification
 from .tracee import copy_fd, fd_stat, fd_target, mapped_file_offset, read_memory, same_file, thread_group
 from .uapi import (
@@ -57,6 +57,7 @@ from .uapi import (
     KVM_CAP_VM_TYPES,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_GUEST_MEMFD,
+    KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT,
     KVM_CREATE_GUEST_MEMFD_STRUCT,
     KVM_CREATE_VM,
     KVM_GMEM_CONVERT_PRIVATE,
@@ -283,18 +284,19 @@ class GuestMemfdSupervisor:
         return KERNEL if answer is None else answer
 
     def create_guest_memfd(self, call: Notification):
-        """kvm_gmem_create(): flags first, then the size, then a file of this VM."""
+        """kvm_gmem_create(): flags (and hugetlb-2025's page_order) first, then the size, then a file of this VM."""
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
-        size, flags, *_reserved = struct.unpack(
-            KVM_CREATE_GUEST_MEMFD_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
+        size, flags, page_order, *_reserved = struct.unpack(
+            KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
         )
         vm = self._vm(call)
         if vm.private and flags & self.profile.private_vm_invalid_flags:
             raise GmemError(errno.EINVAL, f"flags {flags:#x} are not valid for a VM with private memory")
-        page_size = page_size_for_flags(flags, self.profile, self.support.sizes, self.support.default_size)
-        check_creation_size(0, size if size <= LOFF_MAX else -1, page_size)  # loff_t: negative if above
-        fd = create_guest_memfd(self.mount_path, size, flags)
+        page_order = page_order if self.profile.page_order else 0  # reserved, and unchecked, elsewhere
+        geometry = file_geometry(flags, page_order, self.profile, self.support.sizes, self.support.default_size)
+        check_creation_size(0, size if size <= LOFF_MAX else -1, geometry.size_alignment)  # loff_t: negative if above
+        fd = create_guest_memfd(self.mount_path, size, flags, page_order)
         self.file_owner[os.fstat(fd).st_ino] = vm
         return InstallFd(fd)
 
