@@ -317,6 +317,7 @@ HUGETLB_2025 = AbiProfile(  # linux-cc wip-gmem-conversions-hugetlb-restructurin
     attributes2_reserved_checked=False,
     attributes2_batches=True,
     punch_in_use_eagain=True,
+    attributes_on_file=True,
     capabilities=(
         (KVM_CAP_GUEST_MEMFD, 1),
         (KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED | GUEST_MEMFD_FLAG_HUGETLB),

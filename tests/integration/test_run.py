@@ -27,6 +27,7 @@ from gmemfs.uapi import (
     GUEST_MEMFD_FLAG_MMAP,
     GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     GUESTMEM_HUGETLB_FLAG_2MB,
+    HUGETLB_2025_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
     KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS,
     KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
@@ -106,6 +107,7 @@ CAPS = [
     KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS,
     KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
+    HUGETLB_2025_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
 ]
 
 
@@ -118,6 +120,7 @@ CAPABILITIES = {
     "linux-6.18": {233: [8, 0, 8], 234: [1, 1, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [3, 3, 1]},
     "upstream": {233: [8, 0, 8], 234: [1, 1, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [3, 3, 1]},
     "inplace-v7": {233: [0, 0, 0], 234: [1, 1, 1], 244: [3, 3, 3], 249: [8, 8, 8]},
+    "hugetlb-2025": {233: [0, 0, 0], 234: [1, 1, 1], 244: [7, 7, 7], 248: [8, 8, 8]},  # 7: MMAP|INIT_SHARED|HUGETLB
 }
 
 
@@ -185,6 +188,53 @@ def test_a_private_mapping_of_a_guest_memfd_is_einval(abi):
     native = subprocess.run(kvm_client("mappings"), capture_output=True, text=True, timeout=60)
     assert json.loads(native.stdout) == MAPPINGS
     assert run_json("-o", f"abi={abi}", program=kvm_client("mappings")) == MAPPINGS
+
+
+H25_HUGETLB_MMAP = 1 << 2 | GUEST_MEMFD_FLAG_MMAP
+
+
+@pytest.mark.parametrize(
+    "size, flags, page_order, expected",
+    [
+        (2 * PAGE_2M, H25_HUGETLB_MMAP, 9, {"blksize": PAGE_2M, "reserved": 2}),
+        (PAGE_2M, H25_HUGETLB_MMAP, 0, "EINVAL"),  # gmem_hugetlb_valid_order(0)
+        (PAGE_2M, GUEST_MEMFD_FLAG_MMAP, 9, "EINVAL"),  # page_order without HUGETLB
+        (PAGE_2M + 4096, H25_HUGETLB_MMAP, 9, "EINVAL"),
+        (4096, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED, 0, {"blksize": 4096, "reserved": 0}),
+    ],
+)
+def test_hugetlb_2025_page_order_at_offset_16_of_kvm_create_guest_memfd(size, flags, page_order, expected):
+    """The series' struct kvm_create_guest_memfd: __u8 page_order after size and flags."""
+    before = pool_counters(PAGE_2M).reserved
+    created = run_json("-o", "abi=hugetlb-2025", program=kvm_client("create", size, flags, page_order))
+    if isinstance(expected, str):
+        assert created == {"error": expected}
+    else:
+        assert created["blksize"] == expected["blksize"]
+        assert created["huge_pages_reserved_meanwhile"] == before + expected["reserved"]
+
+
+def test_mainline_ignores_the_byte_hugetlb_2025_calls_page_order():
+    """Reserved in 6.18 and 7.2, and unchecked: the same call makes a 4 KiB file there."""
+    created = run_json("-o", "abi=upstream", program=kvm_client("create", 4096, GUEST_MEMFD_FLAG_MMAP, 9))
+    assert created["blksize"] == 4096
+
+
+def test_an_unchanged_program_gets_2m_pages_under_upstream_with_pagesize_2m():
+    """MMAP | INIT_SHARED, as 7.2 and Firecracker's guest_memfd branch create them: 2 MiB pages behind
+    them, each file's reservation in /proc/meminfo while the program runs."""
+    before = pool_counters(PAGE_2M).reserved
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    created = run_json("-o", "abi=upstream,pagesize=2M", program=kvm_client("create", 4 * PAGE_2M, flags))
+    assert created["blksize"] == PAGE_2M
+    assert created["huge_pages_reserved_meanwhile"] == before + 4
+
+
+def test_a_minimal_guest_runs_on_2m_pages_under_upstream():
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    guest = run_json("-o", "abi=upstream,pagesize=2M", program=kvm_client("guest", flags, False))
+    assert (guest["exit_reason"], guest["guest_wrote"]) == (2, 0x42)
+    assert guest["file_allocated"] == "0x0-0x200000", "one huge page behind the guest's two 4 KiB pages"
 
 
 def test_upstream_flags_create_a_mappable_file():
