@@ -545,7 +545,9 @@ class GuestMemfdSupervisor:
         _address, length, prot, _flags, fd, _offset = call.args
         fd &= 0xFFFFFFFF
         status = fd_stat(call.pid, fd)
-        if status is None or status.st_dev != self.mount_device or not length or prot & mmap.PROT_EXEC:
+        if status is None or status.st_dev != self.mount_device or not stat.S_ISREG(status.st_mode):
+            return KERNEL
+        if not length or prot & mmap.PROT_EXEC:
             return KERNEL
         flags = parse_flags_value(os.getxattr(f"/proc/{call.pid}/fd/{fd}", XATTR_FLAGS))
         if not self.profile.mmap_allowed(flags):
