@@ -1,10 +1,11 @@
 """gmemfs: KVM guest_memfd files, with the hugetlb series' semantics, on a FUSE mount."""
 
 from .backing import fallocate
-from .client import ConversionError, convert_private, convert_shared, create_guest_memfd
+from .client import ConversionError, convert_private, convert_shared, create_guest_memfd, set_memory_attributes
 from .uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
+    GUEST_MEMFD_FLAG_HUGETLB,
     GUEST_MEMFD_FLAG_HUGETLB_V2,
     GUEST_MEMFD_FLAG_INIT_PRIVATE,
     GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -27,6 +28,7 @@ from .uapi import (
     KVM_GUEST_MEMFD_HUGE_MASK,
     KVM_GUEST_MEMFD_HUGE_SHIFT,
     KVM_GUEST_MEMFD_HUGETLB,
+    KVM_MEMORY_ATTRIBUTE_PRIVATE,
 )
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "convert_shared",
     "create_guest_memfd",
     "fallocate",
+    "set_memory_attributes",
+    "GUEST_MEMFD_FLAG_HUGETLB",
     "GUEST_MEMFD_FLAG_HUGETLB_V2",
     "GUEST_MEMFD_FLAG_INIT_PRIVATE",
     "GUEST_MEMFD_FLAG_INIT_SHARED",
@@ -42,6 +46,7 @@ __all__ = [
     "GUEST_MEMFD_FLAG_SUPPORT_SHARED",
     "KVM_GMEM_CONVERT_PRIVATE",
     "KVM_GMEM_CONVERT_SHARED",
+    "KVM_MEMORY_ATTRIBUTE_PRIVATE",
     "FALLOC_FL_KEEP_SIZE",
     "FALLOC_FL_PUNCH_HOLE",
     "KVM_GUEST_MEMFD_HUGE_1GB",

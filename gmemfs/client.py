@@ -8,13 +8,22 @@ import os
 import secrets
 import struct
 
-from .uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED, KVM_GMEM_CONVERT_STRUCT, XATTR_FLAGS
+from .uapi import (
+    KVM_GMEM_CONVERT_PRIVATE,
+    KVM_GMEM_CONVERT_SHARED,
+    KVM_GMEM_CONVERT_STRUCT,
+    KVM_SET_MEMORY_ATTRIBUTES2,
+    KVM_SET_MEMORY_ATTRIBUTES2_STRUCT,
+    XATTR_FLAGS,
+    XATTR_PAGE_ORDER,
+)
 
 
-def create_guest_memfd(mountpoint: "str | os.PathLike[str]", size: int, flags: int = 0) -> int:
+def create_guest_memfd(mountpoint: "str | os.PathLike[str]", size: int, flags: int = 0, page_order: int = 0) -> int:
     """Return an anonymous gmem fd of `size` bytes, like KVM_CREATE_GUEST_MEMFD.
 
-    Creates a file, unlinks its name at once, sets its flags, sizes it (which reserves its
+    Creates a file, unlinks its name at once, sets its flags (and, on a hugetlb-2025 mount,
+    kvm_create_guest_memfd's page_order: 9 for 2 MiB, 18 for 1 GiB), sizes it (which reserves its
     huge pages) and reopens it (the kernel fixes mmap support when a file is opened), so the
     memory lives exactly as long as the fd (and its dups and mappings). The kernel's file has
     no name: here the name is never used after the creation, and the reopening goes through
@@ -25,6 +34,8 @@ def create_guest_memfd(mountpoint: "str | os.PathLike[str]", size: int, flags: i
     creator = _create_unnamed(mountpoint)
     try:
         os.setxattr(creator, XATTR_FLAGS, str(flags).encode())
+        if page_order:
+            os.setxattr(creator, XATTR_PAGE_ORDER, str(page_order).encode())
         os.ftruncate(creator, size)
         fd = os.open(f"/proc/self/fd/{creator}", os.O_RDWR)  # the same inode, never a name
         os.set_inheritable(fd, True)  # get_unused_fd_flags(0): the kernel's fd has no close-on-exec
@@ -75,3 +86,16 @@ def convert_shared(fd: int, offset: int, size: int) -> None:
 def convert_private(fd: int, offset: int, size: int) -> None:
     """KVM_GMEM_CONVERT_PRIVATE: the host loses access; EAGAIN (ConversionError) while it holds a page."""
     _convert(fd, KVM_GMEM_CONVERT_PRIVATE, offset, size)
+
+
+def set_memory_attributes(fd: int, offset: int, size: int, attributes: int) -> None:
+    """KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd (inplace-v7, hugetlb-2025): PRIVATE (1 << 3)
+    or 0 (shared) for [offset, offset+size); EAGAIN (ConversionError, with the page that stopped
+    it) while the host holds a page."""
+    argument = bytearray(struct.pack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, offset, size, attributes, 0, 0, *[0] * 11))
+    try:
+        fcntl.ioctl(fd, KVM_SET_MEMORY_ATTRIBUTES2, argument, True)
+    except OSError as error:
+        if error.errno == errno.EAGAIN:
+            raise ConversionError(error.errno, struct.unpack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, argument)[4]) from None
+        raise

@@ -6,11 +6,11 @@ import os
 import shutil
 import sys
 
-from .client import ConversionError, convert_private, convert_shared
+from .client import ConversionError, convert_private, convert_shared, set_memory_attributes
 from .hugepages import PoolError, resize_pool
 from .printable import printable
 from .status import InspectionValueError, MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
-from .uapi import U64_MAX
+from .uapi import ABI_PROFILES, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES2, U64_MAX, XATTR_ABI
 from .units import format_size, parse_size
 
 
@@ -118,7 +118,8 @@ def map_command(argv: list[str]) -> None:
 def convert_command(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="gmemfs convert",
-        description="Convert a gmem file's pages to shared or private (KVM_GMEM_CONVERT_* ioctls).",
+        description="Convert a gmem file's pages to shared or private, with its ABI's ioctl "
+        "(KVM_GMEM_CONVERT_* of RFC v2, KVM_SET_MEMORY_ATTRIBUTES2 of inplace-v7 and hugetlb-2025).",
     )
     parser.add_argument("file")
     parser.add_argument("to", choices=("shared", "private"))
@@ -140,7 +141,7 @@ def convert_command(argv: list[str]) -> None:
     try:
         if length is None:
             length = max(os.fstat(fd).st_size - offset, 0)
-        (convert_shared if args.to == "shared" else convert_private)(fd, offset, length)
+        _convert(fd, args.to == "private", offset, length)
     except ConversionError as error:
         raise CommandError(
             f"convert: {printable(args.file)}: page {error.error_offset:#x} is still in use by the host"
@@ -149,6 +150,15 @@ def convert_command(argv: list[str]) -> None:
         raise CommandError(f"convert: {printable(args.file)}: {error.strerror}") from None
     finally:
         os.close(fd)
+
+
+def _convert(fd: int, to_private: bool, offset: int, length: int) -> None:
+    """The conversion ioctl of the file's ABI profile (the file names it in user.gmem.abi)."""
+    profile = ABI_PROFILES.get(os.getxattr(fd, XATTR_ABI).decode())
+    if profile and KVM_SET_MEMORY_ATTRIBUTES2 in profile.conversion_ioctls:
+        set_memory_attributes(fd, offset, length, KVM_MEMORY_ATTRIBUTE_PRIVATE if to_private else 0)
+    else:
+        (convert_private if to_private else convert_shared)(fd, offset, length)
 
 
 def _console():

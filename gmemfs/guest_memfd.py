@@ -17,19 +17,23 @@ from .inspection import range_page
 from .limits import MountQuota
 from .ranges import RangeSet
 from .rules import (
+    BASE_GEOMETRY,
     FallocatePlan,
+    Geometry,
     GmemError,
     check_creation_size,
+    check_flag_bits,
     check_flags_change,
     check_guest_access,
     check_host_access,
-    page_size_for_flags,
+    file_geometry,
     plan_fallocate,
 )
 from .uapi import (
     BASE_PAGE_SIZE,
     XATTR_ALLOCATED,
     XATTR_FLAGS,
+    XATTR_PAGE_ORDER,
     XATTR_PAGE_SIZE,
     XATTR_RESERVED,
     AbiProfile,
@@ -55,12 +59,14 @@ class GuestMemfd:
     __slots__ = (
         "allocated",
         "backing",
+        "backing_page_size",
         "change_lock",
         "draining",
         "flags",
+        "geometry",
         "host_mapped",
         "lock",
-        "page_size",
+        "page_order",
         "profile",
         "quota",
         "shared",
@@ -71,13 +77,21 @@ class GuestMemfd:
     )
 
     def __init__(
-        self, flags: int, profile: AbiProfile, support: HugePageSupport, quota: "MountQuota | None" = None
+        self,
+        flags: int,
+        profile: AbiProfile,
+        support: HugePageSupport,
+        quota: "MountQuota | None" = None,
+        page_order: int = 0,
+        backing_page_size: int = BASE_PAGE_SIZE,
     ) -> None:
         self.quota = quota or MountQuota()
         self.profile = profile
         self.support = support
-        self.page_size = page_size_for_flags(flags, profile, support.sizes, support.default_size)
+        self.backing_page_size = backing_page_size  # a 4 KiB ABI's mount of huge pages (upstream,pagesize=2M)
+        self.geometry = self._geometry(flags, page_order)
         self.flags = flags
+        self.page_order = page_order
         self.size = 0
         self.backing: Backing | None = None
         self.allocated = RangeSet()
@@ -90,37 +104,73 @@ class GuestMemfd:
         self.change_lock = trio.Lock()
 
     @property
+    def page_size(self) -> int:
+        return self.geometry.page_size
+
+    @property
     def hugetlb(self) -> bool:
-        return self.page_size != BASE_PAGE_SIZE
+        return self.geometry.hugetlb
+
+    @property
+    def backing_size(self) -> int:
+        """The size rounded up to whole pages: what the subpool reserves (the seed's rounding up)."""
+        return -(-self.size // self.page_size) * self.page_size
 
     @property
     def reserved_pages(self) -> int:
         """Huge pages the file's subpool holds: all of them, from creation to eviction."""
-        return self.size // self.page_size if self.hugetlb and self.backing else 0
+        return self.backing_size // self.page_size if self.hugetlb and self.backing else 0
+
+    def _geometry(self, flags: int, page_order: int, strict: bool = True) -> Geometry:
+        """The pages these flags make. An ABI with page_order (hugetlb-2025) checks the two together
+        when the size completes creation, as kvm_gmem_create() does: until then only the bits."""
+        try:
+            return file_geometry(
+                flags, page_order, self.profile, self.support.sizes, self.support.default_size, self.backing_page_size
+            )
+        except GmemError:
+            if strict or not self.profile.page_order:
+                raise
+            check_flag_bits(flags, self.profile)
+            return BASE_GEOMETRY
 
     def set_flags(self, flags: int) -> None:
         check_flags_change(self.size)
-        self.page_size = page_size_for_flags(flags, self.profile, self.support.sizes, self.support.default_size)
+        self.geometry = self._geometry(flags, self.page_order, strict=False)
         self.flags = flags
+
+    def set_page_order(self, page_order: int) -> None:
+        """hugetlb-2025's page_order (user.gmem.page_order), checked with the flags at creation."""
+        check_flags_change(self.size)
+        self.geometry = self._geometry(self.flags, page_order, strict=False)
+        self.page_order = page_order
 
     def complete_creation(self, size: int) -> None:
         """The first size completes creation (KVM_CREATE_GUEST_MEMFD's size): hugetlb files reserve every page now."""
-        check_creation_size(self.size, size, self.page_size)
-        self.quota.claim(size, self.page_size)
+        geometry = self._geometry(self.flags, self.page_order)
+        check_creation_size(self.size, size, geometry.size_alignment)
+        self.geometry = geometry
+        backing_size = -(-size // self.page_size) * self.page_size
+        self.quota.claim(backing_size, self.page_size)
         try:
             if self.hugetlb:
-                self.backing = Backing.reserve_subpool(self.page_size, size)
+                self.backing = Backing.reserve_subpool(self.page_size, backing_size)
             else:
                 self.backing = Backing.memfd(size)
         except BaseException:
-            self.quota.release(size, self.page_size)
+            self.quota.release(backing_size, self.page_size)
             raise
         self.size = size
         if self.profile.starts_shared(self.flags):
             self.shared.add(0, size)
 
     def plan_fallocate(self, mode: int, offset: int, length: int) -> FallocatePlan:
-        return plan_fallocate(mode, offset, length, self.page_size, self.size)
+        return plan_fallocate(mode, offset, length, self.page_size, self.size, self.geometry)
+
+    def has_attributes(self, start: int, end: int, private: bool) -> bool:
+        """Whether [start, end) is already all private (or all shared): kvm_gmem_range_has_attributes()."""
+        with self.lock:
+            return not any(self.shared.overlapping(start, end)) if private else self.shared.covers(start, end)
 
     def allocate(self, start: int, end: int, interrupted: "Callable[[], bool] | None" = None) -> None:
         """Allocate (zeroed) the holes of [start, end); allocated pages keep their contents.
@@ -155,6 +205,8 @@ class GuestMemfd:
         the covered bytes of partly covered huge pages, which stay allocated: hugetlbfs's punch rule,
         which the backing applies itself. (RFC v1's kvm_gmem_hugetlb_truncate_range() zeroes the whole
         huge page when the range lies inside one: a bug not copied.)"""
+        if end >= self.size:  # the pages past the size belong to no one but the file's last huge page
+            end = self.backing_size
         with self.lock:
             runs = list(self.allocated.overlapping(start, end))
             self.allocated.remove(-(-start // self.page_size) * self.page_size, end - end % self.page_size)
@@ -225,7 +277,7 @@ class GuestMemfd:
         if self.backing:
             self.backing.close()
             self.backing = None
-            self.quota.release(self.size, self.page_size)
+            self.quota.release(self.backing_size, self.page_size)
         self.allocated = RangeSet()
         self.shared = RangeSet()
 
@@ -236,6 +288,8 @@ class GuestMemfd:
             return f"{self.flags:#x}".encode()
         if name == XATTR_PAGE_SIZE:
             return str(self.page_size).encode()
+        if name == XATTR_PAGE_ORDER:
+            return str(self.page_order).encode()
         if name == XATTR_RESERVED:
             return str(self.reserved_pages).encode()
         with self.lock:

@@ -4,7 +4,7 @@ Under `gmemfs run`, KVM itself creates every memslot: a slot over a gmemfs file
 reaches KVM as an ordinary slot over its userspace address. So what KVM would
 refuse for a guest_memfd slot must be decided here first, with KVM's errno, in
 the order of __kvm_set_memory_region() and kvm_gmem_bind() (Linux 6.12,
-virt/kvm/kvm_main.c and guest_memfd.c). Pure: no I/O.
+virt/kvm/kvm_main.c and guest_memfd.c; 7.2 answers EEXIST for a bound range). Pure: no I/O.
 """
 
 import errno
@@ -87,8 +87,9 @@ def _refuse(rule: str, err: int = errno.EINVAL) -> GmemError:
 class Memslots:
     """Every memslot of one VM, in every address space."""
 
-    def __init__(self, address_spaces: int = 2) -> None:
+    def __init__(self, address_spaces: int = 2, bound_range_errno: int = errno.EINVAL) -> None:
         self.address_spaces = address_spaces
+        self.bound_range_errno = bound_range_errno  # the ABI profile's: EINVAL to 6.18, EEXIST since 7.2
         self.slots: dict[tuple[int, int], Memslot] = {}
 
     def involves_guest_memfd(self, region: MemoryRegion) -> bool:
@@ -210,7 +211,9 @@ class Memslots:
         if not gmem.maps_its_range:  # RFC v2's kvm_gmem_is_same_range()
             raise _refuse(f"userspace_addr {region.userspace_addr:#x} does not map the file at {binding.offset:#x}")
         if any(slot.binding and slot.binding.overlaps(binding) for slot in self.slots.values()):
-            raise _refuse(f"guest_memfd range {binding.offset:#x}+{binding.size:#x} is already bound")
+            raise _refuse(
+                f"guest_memfd range {binding.offset:#x}+{binding.size:#x} is already bound", self.bound_range_errno
+            )
         return binding
 
 

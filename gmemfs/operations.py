@@ -28,10 +28,12 @@ from .options import MountOptions
 from .rules import (
     GmemError,
     check_conversions,
+    converted_before_refusal,
     converts_anything,
     file_mode,
     first_page_in_use,
     parse_flags_value,
+    parse_page_order,
     plan_conversion,
 )
 from .uapi import (
@@ -40,6 +42,7 @@ from .uapi import (
     XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
+    XATTR_PAGE_ORDER,
     XATTR_UNLINKED,
     ConversionRequest,
 )
@@ -93,6 +96,16 @@ NAME_MAX = 255  # what statfs says, as tmpfs
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
+
+
+def _xattr_names(gmem: GuestMemfd) -> "tuple[bytes, ...]":
+    """A file's attributes: page_order only where the ABI has it (hugetlb-2025)."""
+    return (*XATTR_NAMES, XATTR_PAGE_ORDER) if gmem.profile.page_order else XATTR_NAMES
+
+
+def _in_page_cache(gmem: GuestMemfd) -> bool:
+    """Files that may be mapped go through the kernel's page cache; the others use direct I/O."""
+    return gmem.profile.mmap_allowed(gmem.flags)
 
 
 def _opened_for_writing(flags: int) -> bool:
@@ -205,7 +218,10 @@ class GmemOperations(pyfuse3.Operations):
         entry.st_atime_ns = inode.atime_ns
         entry.st_mtime_ns = inode.mtime_ns
         entry.st_ctime_ns = inode.ctime_ns
-        entry.attr_timeout = entry.entry_timeout = self.options.cache_timeout
+        entry.entry_timeout = self.options.cache_timeout
+        # A mappable file's attributes are never cached: then every read(2) asks for them
+        # first (auto_inval_data), naming its file handle, and getattr can refuse it.
+        entry.attr_timeout = 0 if gmem and _in_page_cache(gmem) else self.options.cache_timeout
         return entry
 
     def _file_info(self, fh: int, gmem: GuestMemfd, guest_view: bool = False) -> pyfuse3.FileInfo:
@@ -216,7 +232,7 @@ class GmemOperations(pyfuse3.Operations):
         writeback becomes writepage); the others use direct I/O, for which the
         kernel refuses shared mmap with ENODEV, as guest_memfd without MMAP does.
         """
-        direct_io = not guest_view and not gmem.profile.mmap_allowed(gmem.flags)  # a view is only ever mapped
+        direct_io = not guest_view and not _in_page_cache(gmem)  # a view is only ever mapped
         return pyfuse3.FileInfo(fh=fh, direct_io=direct_io, keep_cache=True, nonseekable=True)
 
     def _new_name(self, parent: int, name: bytes) -> Inode:
@@ -273,6 +289,9 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("ino")
     async def getattr(self, inode, ctx):
+        fh = getattr(ctx, "fh", None)  # pyfuse3 patch 0007; None for stat(2) and fstat(2)
+        if fh is not None:
+            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")  # the only GETATTR about an open file
         return self._entry(self._inode(inode))
 
     @_request("ino")
@@ -318,7 +337,11 @@ class GmemOperations(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         directory = self._new_name(parent_inode, name)
         self._room_for_another_inode()
-        gmem = GuestMemfd(self.options.default_flags, self.options.abi, self.support, self.quota)
+        options = self.options
+        gmem = GuestMemfd(
+            options.default_flags, options.abi, self.support, self.quota, options.default_page_order,
+            options.backing_page_size,
+        )  # fmt: skip
         inode = self.inodes.new(stat.S_IFREG | file_mode(mode), ctx.uid, ctx.gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.add_lookup(inode)
@@ -445,10 +468,14 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh", quiet=True)
     async def read(self, fh, off, size):
-        """Page faults (and, the one allowed difference, read(2)) of shared pages."""
+        """Page faults of shared pages (and of a guest view). read(2) never gets here: a mappable
+        file's is refused in getattr, and the only READ of a file that cannot be mapped (direct
+        I/O) is a read(2)."""
         inode = self._file(fh)
         if inode.view_of:
             return inode.gmem.read_for_guest(off, size)
+        if not _in_page_cache(inode.gmem):
+            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")
         inode.gmem.host_mapped = True
         return inode.gmem.read_shared(off, size)
 
@@ -482,6 +509,10 @@ class GmemOperations(pyfuse3.Operations):
         plan = gmem.plan_fallocate(mode, offset, length)
         if plan.punch:
             self._injected_fault("punch")
+            if gmem.profile.punch_in_use_eagain and gmem.hugetlb and plan.start < plan.end:
+                held = await self._held_by_host(inode, plan.start, plan.end)
+                if held is not None:  # merge_truncate_range(): no safe refcount, nothing truncated
+                    raise GmemError(errno.EAGAIN, f"punch: page {held:#x} is in use by the host")
             await self._serialized(gmem, gmem.punch, plan.start, plan.end)
             return
         try:
@@ -514,9 +545,11 @@ class GmemOperations(pyfuse3.Operations):
         if not handle.writable:  # a conversion changes the file, as fallocate does
             raise FUSEError(errno.EBADF)
         request = ConversionRequest.decode(cmd, in_buf)
-        plan = plan_conversion(request, gmem.size)
+        plan = plan_conversion(request, gmem.size, gmem.profile.attributes2_reserved_checked)
         if plan is None or not converts_anything(gmem.profile, gmem.flags):
             return 0, in_buf
+        if gmem.profile.attributes2_batches and gmem.has_attributes(*plan, private=request.to_private):
+            return 0, in_buf  # kvm_gmem_range_has_attributes(): nothing to do, not even the in-use check
         if not request.to_private:
             self._injected_fault("convert_shared")
             await self._convert_to_shared(gmem, *plan)
@@ -526,6 +559,10 @@ class GmemOperations(pyfuse3.Operations):
             log.info(
                 "%s: conversion to private: page %#x is in use by the host (EAGAIN)", self._describe("fh", fh), in_use
             )
+            if gmem.profile.attributes2_batches:  # the huge pages before the refused one stay converted
+                done = converted_before_refusal(plan[0], in_use, gmem.page_size)
+                if done > plan[0]:
+                    await self._convert_to_private(handle.inode, plan[0], done)
             return -errno.EAGAIN, request.encode(error_offset=in_use)
         await self._convert_to_private(handle.inode, *plan)
         return 0, in_buf
@@ -542,6 +579,10 @@ class GmemOperations(pyfuse3.Operations):
             return start
         if fault:
             raise GmemError(fault, "injected fault: convert_private")
+        return await self._held_by_host(inode, start, end)
+
+    async def _held_by_host(self, inode: Inode, start: int, end: int) -> "int | None":
+        """The first page of [start, end) a host process keeps mlock()ed, from /proc (bounded)."""
         if not inode.gmem.host_mapped:
             return None  # never faulted in, so nobody can hold it
         if self._device is None:
@@ -616,11 +657,14 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def setxattr(self, ino, name, value, ctx):
         gmem = self._inode(ino).gmem
-        if gmem is None or name not in XATTR_NAMES:
+        if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(errno.ENOTSUP)
-        if name != XATTR_FLAGS:
+        if name == XATTR_FLAGS:
+            gmem.set_flags(parse_flags_value(value))
+        elif name == XATTR_PAGE_ORDER:
+            gmem.set_page_order(parse_page_order(value))
+        else:
             raise GmemError(errno.EPERM, f"{os.fsdecode(name)} is read-only")
-        gmem.set_flags(parse_flags_value(value))
 
     @_request("ino")
     async def getxattr(self, ino, name, ctx):
@@ -629,7 +673,11 @@ class GmemOperations(pyfuse3.Operations):
         if ino == ROOT_INO and name == XATTR_ABI:
             return self.options.abi.name.encode()
         gmem = self._inode(ino).gmem
+        if gmem is not None and name == XATTR_ABI:  # not listed: for gmemfs convert, which picks the ioctl
+            return gmem.profile.name.encode()
         attribute = parse_attribute_name(name)
+        if attribute is None and gmem is not None and name in _xattr_names(gmem):
+            attribute = (name, 0)  # page_order, where the ABI has it
         if gmem is None or attribute is None:
             raise FUSEError(pyfuse3.ENOATTR)
         return gmem.attribute(*attribute)
@@ -638,7 +686,8 @@ class GmemOperations(pyfuse3.Operations):
     async def listxattr(self, ino, ctx):
         if ino == ROOT_INO:
             return [XATTR_UNLINKED, XATTR_ABI]
-        return list(XATTR_NAMES) if self._inode(ino).gmem else []
+        gmem = self._inode(ino).gmem
+        return list(_xattr_names(gmem)) if gmem else []
 
     def _unlinked_summary(self) -> bytes:
         return json.dumps(self.inodes.unlinked_summary()).encode()
@@ -646,6 +695,6 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def removexattr(self, ino, name, ctx):
         gmem = self._inode(ino).gmem
-        if gmem is None or name not in XATTR_NAMES:
+        if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(pyfuse3.ENOATTR)
         raise GmemError(errno.EPERM, f"{os.fsdecode(name)} cannot be removed")

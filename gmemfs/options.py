@@ -3,7 +3,14 @@
 from dataclasses import dataclass
 
 from .faults import FaultRule, parse_fault
-from .uapi import ABI_PROFILES, BASE_PAGE_SIZE, DEFAULT_ABI, AbiProfile, flags_for_page_size
+from .uapi import (
+    ABI_PROFILES,
+    BASE_PAGE_SIZE,
+    DEFAULT_ABI,
+    AbiProfile,
+    flags_for_page_size,
+    page_order_for_page_size,
+)
 from .units import format_size, parse_size
 
 PAGE_SIZES = {"4K": BASE_PAGE_SIZE, "2M": 2 << 20, "1G": 1 << 30}
@@ -48,6 +55,16 @@ class MountOptions:
     def default_flags(self) -> int:
         """The creation flags a new file starts with."""
         return flags_for_page_size(self.page_size, self.abi)
+
+    @property
+    def default_page_order(self) -> int:
+        """The page_order a new file starts with (hugetlb-2025; 0 elsewhere)."""
+        return page_order_for_page_size(self.page_size, self.abi)
+
+    @property
+    def backing_page_size(self) -> int:
+        """Huge pages behind every file of an ABI without hugetlb (upstream,pagesize=2M); else 4 KiB."""
+        return BASE_PAGE_SIZE if self.abi.hugetlb else self.page_size
 
     def fuse_options(self) -> set[str]:
         # noexec as the kernel's internal guest_memfd mount (MNT_NOEXEC): PROT_EXEC mappings are EPERM.
@@ -117,8 +134,6 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
             "allow_other with nodefault_permissions: gmemfs checks no mode bits itself, so every user "
             "could change every file; keep default_permissions"
         )
-    if options.page_size != BASE_PAGE_SIZE and not options.abi.hugetlb:
-        raise OptionError(f"pagesize={format_size(options.page_size)}: the {options.abi.name} ABI has no hugetlb pages")
     return options
 
 

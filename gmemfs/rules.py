@@ -33,10 +33,8 @@ class GmemError(OSError):
         self.rule = rule
 
 
-def page_size_for_flags(
-    flags: int, profile: AbiProfile, huge_page_sizes: Collection[int], default_huge_page_size: int
-) -> int:
-    """The page size that creation flags select, or EINVAL for flags the kernel refuses."""
+def check_flag_bits(flags: int, profile: AbiProfile) -> None:
+    """kvm_gmem_create()'s first check: every bit is one the ABI knows (with HUGETLB, its size field)."""
     if not 0 <= flags <= U64_MAX:
         raise GmemError(errno.EINVAL, f"flags {flags} do not fit in 64 bits")
     hugetlb = flags & profile.hugetlb
@@ -45,6 +43,16 @@ def page_size_for_flags(
         raise GmemError(
             errno.EINVAL, f"flags {flags:#x}: bits {flags & ~valid:#x} are not valid in the {profile.name} ABI"
         )
+
+
+def page_size_for_flags(
+    flags: int, profile: AbiProfile, huge_page_sizes: Collection[int], default_huge_page_size: int
+) -> int:
+    """The page size that creation flags select, or EINVAL for flags the kernel refuses."""
+    if profile.page_order:  # the flags alone: page_order 0
+        return page_size_for_page_order(flags, 0, profile, huge_page_sizes)
+    check_flag_bits(flags, profile)
+    hugetlb = flags & profile.hugetlb
     for bit, needed in profile.requires:
         if flags & bit and not flags & needed:
             raise GmemError(errno.EINVAL, f"flags {flags:#x}: bit {bit:#x} needs bit {needed:#x} ({profile.name} ABI)")
@@ -55,6 +63,72 @@ def page_size_for_flags(
     if page_size not in huge_page_sizes:
         raise GmemError(errno.EINVAL, f"flags {flags:#x}: this machine has no {page_size}-byte huge pages")
     return page_size
+
+
+def page_size_for_page_order(flags: int, page_order: int, profile: AbiProfile, huge_page_sizes: Collection[int]) -> int:
+    """hugetlb-2025's kvm_gmem_create(): the flags, page_order only with HUGETLB, HUGETLB without
+    INIT_SHARED, then gmem_hugetlb_valid_order() (not 0, an order the machine has an hstate for)."""
+    check_flag_bits(flags, profile)
+    hugetlb = flags & profile.hugetlb
+    if page_order and not hugetlb:
+        raise GmemError(errno.EINVAL, f"page_order {page_order} without HUGETLB ({profile.name} ABI)")
+    if not hugetlb:
+        return BASE_PAGE_SIZE
+    for bit, other in profile.excludes:
+        if flags & bit and flags & other:
+            raise GmemError(errno.EINVAL, f"flags {flags:#x}: bits {bit:#x} and {other:#x} exclude each other")
+    page_size = BASE_PAGE_SIZE << page_order
+    if not page_order or page_size not in huge_page_sizes:
+        raise GmemError(errno.EINVAL, f"page_order {page_order}: this machine has no {page_size}-byte huge pages")
+    return page_size
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A file's pages: the size of those allocated and reserved, and the alignment each rule asks for."""
+
+    page_size: int  # what the backing allocates, reserves and reports as st_blksize
+    size_alignment: int  # the creation size's (KVM_CREATE_GUEST_MEMFD)
+    fallocate_alignment: int  # kvm_gmem_fallocate()'s offset and len
+    round_out: bool = False  # allocations cover every page they touch (huge pages behind a 4 KiB ABI)
+
+    @property
+    def hugetlb(self) -> bool:
+        return self.page_size != BASE_PAGE_SIZE
+
+
+BASE_GEOMETRY = Geometry(BASE_PAGE_SIZE, BASE_PAGE_SIZE, BASE_PAGE_SIZE)
+
+
+def file_geometry(
+    flags: int,
+    page_order: int,
+    profile: AbiProfile,
+    huge_page_sizes: Collection[int],
+    default_huge_page_size: int,
+    backing_page_size: int = BASE_PAGE_SIZE,
+) -> Geometry:
+    """What creation with these flags (and page_order) makes, in the ABI's order of checks.
+
+    backing_page_size is a mount's huge page size for an ABI without hugetlb (upstream,pagesize=2M):
+    its files keep the ABI's 4 KiB rules and get huge pages, a subpool per file as the seed's."""
+    if profile.page_order:
+        page_size = page_size_for_page_order(flags, page_order, profile, huge_page_sizes)
+    else:
+        page_size = page_size_for_flags(flags, profile, huge_page_sizes, default_huge_page_size)
+    if page_size != BASE_PAGE_SIZE:
+        return Geometry(page_size, page_size, page_size if profile.huge_fallocate_alignment else BASE_PAGE_SIZE)
+    if backing_page_size != BASE_PAGE_SIZE:
+        return Geometry(backing_page_size, BASE_PAGE_SIZE, BASE_PAGE_SIZE, round_out=True)
+    return BASE_GEOMETRY
+
+
+def parse_page_order(value: bytes) -> int:
+    """The number in a user.gmem.page_order value: kvm_create_guest_memfd's __u8."""
+    order = parse_flags_value(value)
+    if order > 0xFF:
+        raise GmemError(errno.EINVAL, f"page_order {order} does not fit in a byte")
+    return order
 
 
 _FLAGS_TEXT = re.compile(rb"\s*(0[xX][0-9a-fA-F]+|[0-9]+)\s*\x00?")
@@ -75,12 +149,12 @@ def check_flags_change(size: int) -> None:
         raise GmemError(errno.EINVAL, "flags cannot change after the file is sized")
 
 
-def check_creation_size(current_size: int, new_size: int, page_size: int) -> None:
+def check_creation_size(current_size: int, new_size: int, alignment: int) -> None:
     """The first size completes creation; after that the size is fixed."""
     if current_size:
         raise GmemError(errno.EINVAL, f"size is fixed at {current_size:#x} once set")
-    if new_size <= 0 or new_size % page_size:
-        raise GmemError(errno.EINVAL, f"size {new_size:#x} is not a positive multiple of the page size {page_size:#x}")
+    if new_size <= 0 or new_size % alignment:
+        raise GmemError(errno.EINVAL, f"size {new_size:#x} is not a positive multiple of the page size {alignment:#x}")
 
 
 @dataclass(frozen=True)
@@ -93,16 +167,19 @@ class FallocatePlan:
     end: int
 
 
-def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: int) -> FallocatePlan:
+def plan_fallocate(
+    mode: int, offset: int, length: int, page_size: int, size: int, geometry: "Geometry | None" = None
+) -> FallocatePlan:
     """Check a fallocate in the kernel's order and say which pages it touches."""
+    alignment = geometry.fallocate_alignment if geometry else BASE_PAGE_SIZE
     if offset < 0 or length <= 0:  # the VFS answers these before any filesystem sees them
         raise GmemError(errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is negative or empty")
     if not mode & FALLOC_FL_KEEP_SIZE:
         raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} lacks FALLOC_FL_KEEP_SIZE")
     if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
         raise GmemError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x} has bits other than KEEP_SIZE and PUNCH_HOLE")
-    if offset % BASE_PAGE_SIZE or length % BASE_PAGE_SIZE:  # PAGE_ALIGNED, even for hugetlb files
-        raise GmemError(errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is not aligned to 4 KiB")
+    if offset % alignment or length % alignment:  # PAGE_ALIGNED (RFC v1/v2 hugetlb files too), or the huge page
+        raise GmemError(errno.EINVAL, f"fallocate range {offset:#x}+{length:#x} is not aligned to {alignment:#x}")
     if not size:
         raise GmemError(errno.EINVAL, "fallocate on a file that has no size yet")
     end = offset + length
@@ -110,6 +187,8 @@ def plan_fallocate(mode: int, offset: int, length: int, page_size: int, size: in
         return FallocatePlan(punch=True, start=min(offset, size), end=min(end, size))
     if end > size:
         raise GmemError(errno.EINVAL, f"allocating {offset:#x}+{length:#x} passes the size {size:#x}")
+    if geometry and geometry.round_out:  # huge pages behind 4 KiB rules: every 4 KiB page asked for exists
+        return FallocatePlan(punch=False, start=offset - offset % page_size, end=-(-end // page_size) * page_size)
     # kvm_gmem_allocate(): both ends round down to huge pages ([4K, 8K) allocates nothing).
     return FallocatePlan(punch=False, start=offset - offset % page_size, end=end - end % page_size)
 
@@ -120,10 +199,10 @@ def check_conversions(profile: AbiProfile, request: int) -> None:
         raise GmemError(errno.ENOTTY, f"the {profile.name} ABI has no conversion ioctl {request:#x}")
 
 
-def plan_conversion(request: ConversionRequest, file_size: int) -> "Range | None":
+def plan_conversion(request: ConversionRequest, file_size: int, reserved_checked: bool = True) -> "Range | None":
     """Check a conversion in its ABI's order; None when there is nothing to do."""
     if request.layout == KVM_SET_MEMORY_ATTRIBUTES2_STRUCT:
-        return _plan_attributes2(request, file_size)
+        return _plan_attributes2(request, file_size, reserved_checked)
     if request.error_offset:  # RFC v2 kvm_gmem_ioctl_convert_range()
         raise GmemError(errno.EINVAL, f"conversion: error_offset must be 0 on input, not {request.error_offset:#x}")
     if not request.size:
@@ -131,11 +210,12 @@ def plan_conversion(request: ConversionRequest, file_size: int) -> "Range | None
     return _checked_range(request, file_size)
 
 
-def _plan_attributes2(request: ConversionRequest, file_size: int) -> Range:
-    """v7 kvm_gmem_set_attributes(): flags, reserved, attributes, then the range (error_offset is output only)."""
+def _plan_attributes2(request: ConversionRequest, file_size: int, reserved_checked: bool) -> Range:
+    """kvm_gmem_set_attributes(): flags, reserved (v7; not hugetlb-2025), attributes, then the range
+    (error_offset is output only)."""
     if request.flags:
         raise GmemError(errno.EINVAL, f"attributes2: flags {request.flags:#x} must be 0")
-    if any(request.reserved):
+    if reserved_checked and any(request.reserved):
         raise GmemError(errno.EINVAL, "attributes2: reserved fields must be 0")
     if request.attributes & ~KVM_MEMORY_ATTRIBUTE_PRIVATE:
         raise GmemError(errno.EINVAL, f"attributes2: attributes {request.attributes:#x} are not supported")
@@ -152,6 +232,15 @@ def _checked_range(request: ConversionRequest, file_size: int) -> Range:
     if offset % CONVERSION_GRANULE or size % CONVERSION_GRANULE:
         raise GmemError(errno.EINVAL, f"conversion range {offset:#x}+{size:#x} is not aligned to 4 KiB")
     return offset, end
+
+
+def converted_before_refusal(start: int, in_use: int, page_size: int) -> int:
+    """hugetlb-2025's __kvm_gmem_set_attributes() converts one huge page at a time and stops at the
+    first batch with a page in use: the batches before it stay converted (no rollback). A 4 KiB
+    file is one batch (i_size), so nothing is converted."""
+    if page_size == BASE_PAGE_SIZE:
+        return start
+    return max(start, in_use - in_use % page_size)
 
 
 def converts_anything(profile: AbiProfile, flags: int) -> bool:

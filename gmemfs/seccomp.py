@@ -18,7 +18,11 @@ from dataclasses import dataclass
 
 from .libc import check, libc
 
+SYS_MMAP = 9
 SYS_IOCTL = 16
+MAP_TYPE = 0x0F
+MAP_PRIVATE = 0x02
+MAP_ANONYMOUS = 0x20
 SYS_SECCOMP = 317
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER = 1
@@ -31,9 +35,11 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 
 # struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; u64 args[6]
 _DATA_NR, _DATA_ARCH, _DATA_ARG1_LOW = 0, 4, 16 + 8  # args[1] low 32 bits (little-endian)
+_DATA_ARG3_LOW, _DATA_ARG4_LOW = 16 + 3 * 8, 16 + 4 * 8  # mmap's flags and fd
 
 BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
 BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+BPF_AND_K = 0x54  # BPF_ALU | BPF_AND | BPF_K
 BPF_RET_K = 0x06  # BPF_RET | BPF_K
 
 SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100
@@ -54,38 +60,71 @@ def _instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-_DATA_ARG3_LOW, _DATA_ARG3_HIGH = 16 + 3 * 8, 16 + 3 * 8 + 4
+_DATA_ARG3_HIGH = _DATA_ARG3_LOW + 4
 
 
 def ioctl_filter(requests: Iterable[int], cookie: int) -> bytes:
-    """A classic BPF program: USER_NOTIF for ioctl(2) with one of `requests`, ALLOW for all else.
+    """A classic BPF program: USER_NOTIF for ioctl(2) with one of `requests` and for
+    mmap(2) of a file with MAP_PRIVATE, ALLOW for all else.
 
     The kernel's ioctl `cmd` is an unsigned int, so only the low 32 bits of the
     argument are compared. Another architecture (a 32-bit syscall) is killed:
     its numbers differ and would slip through. An ioctl whose fourth argument (which
     ioctl ignores) is `cookie` is the supervisor's own, run in the program's thread
-    (injection.py): it is let through.
+    (injection.py): it is let through. A private file mapping is trapped because BPF
+    cannot tell a gmemfs fd from another (guest_memfd refuses MAP_PRIVATE, FUSE cannot);
+    anonymous ones and fd -1 are not.
     """
     if not cookie & 0xFFFFFFFF or not cookie >> 32:
         raise ValueError("the cookie needs both halves nonzero: an ioctl with 0 there is common")
     requests = sorted({request & 0xFFFFFFFF for request in requests})
-    count = len(requests)
     program = [
-        _instruction(BPF_LD_W_ABS, _DATA_ARCH),
-        _instruction(BPF_JEQ_K, AUDIT_ARCH_X86_64, jt=1),
-        _instruction(BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
-        _instruction(BPF_LD_W_ABS, _DATA_NR),
-        _instruction(BPF_JEQ_K, SYS_IOCTL, jf=count + 5),  # not ioctl: to ALLOW
-        _instruction(BPF_LD_W_ABS, _DATA_ARG3_LOW),
-        _instruction(BPF_JEQ_K, cookie & 0xFFFFFFFF, jf=2),
-        _instruction(BPF_LD_W_ABS, _DATA_ARG3_HIGH),
-        _instruction(BPF_JEQ_K, cookie >> 32, jt=count + 1),  # the supervisor's own: to ALLOW
-        _instruction(BPF_LD_W_ABS, _DATA_ARG1_LOW),
+        (BPF_LD_W_ABS, _DATA_ARCH),
+        (BPF_JEQ_K, AUDIT_ARCH_X86_64, None, "kill"),
+        (BPF_LD_W_ABS, _DATA_NR),
+        (BPF_JEQ_K, SYS_IOCTL, "ioctl", None),
+        (BPF_JEQ_K, SYS_MMAP, None, "allow"),
+        (BPF_LD_W_ABS, _DATA_ARG3_LOW),
+        (BPF_AND_K, MAP_TYPE | MAP_ANONYMOUS),
+        (BPF_JEQ_K, MAP_PRIVATE, None, "allow"),
+        (BPF_LD_W_ABS, _DATA_ARG4_LOW),
+        (BPF_JEQ_K, 0xFFFFFFFF, "allow", "notify"),  # fd -1: the kernel's EBADF
+        "ioctl",
+        (BPF_LD_W_ABS, _DATA_ARG3_LOW),
+        (BPF_JEQ_K, cookie & 0xFFFFFFFF, None, "request"),
+        (BPF_LD_W_ABS, _DATA_ARG3_HIGH),
+        (BPF_JEQ_K, cookie >> 32, "allow", None),  # the supervisor's own
+        "request",
+        (BPF_LD_W_ABS, _DATA_ARG1_LOW),
+        *((BPF_JEQ_K, request, "notify", None) for request in requests),
+        "allow",
+        (BPF_RET_K, SECCOMP_RET_ALLOW),
+        "notify",
+        (BPF_RET_K, SECCOMP_RET_USER_NOTIF),
+        "kill",
+        (BPF_RET_K, SECCOMP_RET_KILL_PROCESS),
     ]
-    for index, request in enumerate(requests):
-        program.append(_instruction(BPF_JEQ_K, request, jt=count - index))  # to USER_NOTIF
-    program += [_instruction(BPF_RET_K, SECCOMP_RET_ALLOW), _instruction(BPF_RET_K, SECCOMP_RET_USER_NOTIF)]
-    return b"".join(program)
+    return _assemble(program)
+
+
+def _assemble(program: list) -> bytes:
+    """Classic BPF from (code, k[, jump if true, jump if false]) steps and label strings;
+    a jump names a label, or None for the next instruction."""
+    labels, position = {}, 0
+    for step in program:
+        if isinstance(step, str):
+            labels[step] = position
+        else:
+            position += 1
+    instructions, position = [], 0
+    for step in program:
+        if isinstance(step, str):
+            continue
+        code, k, *jumps = step
+        jt, jf = (labels[jump] - position - 1 if jump else 0 for jump in (jumps or (None, None)))
+        instructions.append(_instruction(code, k, jt, jf))
+        position += 1
+    return b"".join(instructions)
 
 
 class _SockFprog(ctypes.Structure):

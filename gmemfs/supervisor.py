@@ -17,6 +17,8 @@ call is answered here, in the order the kernel makes its checks, with the kernel
   private or shared pages, the private ones over a mapping of the file's guest view.
 - KVM_SET_MEMORY_ATTRIBUTES, and conversions of a bound file: the attributes (and RFC v1's
   conversion of the file's pages), then the emulated slots laid out anew.
+- mmap(2) of a gmemfs file with MAP_PRIVATE: kvm_gmem_mmap()'s ENODEV or EINVAL (FUSE would
+  map it; the filter traps every private file mapping, and the others continue).
 
 Everything else, and every call on an fd that is not KVM's, continues into the kernel
 untouched. The supervisor runs on its own trio loop and answers one call at a time;
@@ -26,6 +28,7 @@ the trapped thread waits, nobody else does.
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import stat
 import struct
@@ -42,7 +45,7 @@ from .hugepages import HugePageSupport
 from .injection import MAP_SHARED, PROT_READ_WRITE, SYS_CLOSE, SYS_MADVISE, SYS_MMAP, SYS_MUNMAP, U64, ThreadTakeover
 from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piece, pieces
 from .ranges import RangeSet, parse_ranges
-from .rules import GmemError, check_creation_size, page_size_for_flags, parse_flags_value
+from .rules import GmemError, check_creation_size, file_geometry, parse_flags_value
 from .seccomp import Listener, Notification
 from .tracee import copy_fd, fd_stat, fd_target, mapped_file_offset, read_memory, same_file, thread_group
 from .uapi import (
@@ -54,6 +57,7 @@ from .uapi import (
     KVM_CAP_VM_TYPES,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_GUEST_MEMFD,
+    KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT,
     KVM_CREATE_GUEST_MEMFD_STRUCT,
     KVM_CREATE_VM,
     KVM_GMEM_CONVERT_PRIVATE,
@@ -188,7 +192,7 @@ class GuestMemfdSupervisor:
     def answer(self, notification: Notification) -> None:
         """Exactly one answer per trapped call, whatever the handler does."""
         self.calls += 1
-        handler = self.handlers.get(notification.request)
+        handler = self.private_mapping if notification.nr == SYS_MMAP else self.handlers.get(notification.request)
         try:
             result = handler(notification) if handler else KERNEL
         except OSError as error:
@@ -262,7 +266,7 @@ class GuestMemfdSupervisor:
         def create(takeover: ThreadTakeover, _theirs) -> int:
             fd = takeover.ioctl(call.fd, KVM_CREATE_VM, 0)
             if fd >= 0:
-                self.vms.append(Vm(copy_fd(call.pid, fd), Memslots(1), private=True))
+                self.vms.append(Vm(copy_fd(call.pid, fd), Memslots(1, self.profile.bound_range_errno), private=True))
             return fd
 
         return InThread(create)
@@ -281,18 +285,19 @@ class GuestMemfdSupervisor:
         return KERNEL if answer is None else answer
 
     def create_guest_memfd(self, call: Notification):
-        """kvm_gmem_create(): flags first, then the size, then a file of this VM."""
+        """kvm_gmem_create(): flags (and hugetlb-2025's page_order) first, then the size, then a file of this VM."""
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
-        size, flags, *_reserved = struct.unpack(
-            KVM_CREATE_GUEST_MEMFD_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
+        size, flags, page_order, *_reserved = struct.unpack(
+            KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
         )
         vm = self._vm(call)
         if vm.private and flags & self.profile.private_vm_invalid_flags:
             raise GmemError(errno.EINVAL, f"flags {flags:#x} are not valid for a VM with private memory")
-        page_size = page_size_for_flags(flags, self.profile, self.support.sizes, self.support.default_size)
-        check_creation_size(0, size if size <= LOFF_MAX else -1, page_size)  # loff_t: negative if above
-        fd = create_guest_memfd(self.mount_path, size, flags)
+        page_order = page_order if self.profile.page_order else 0  # reserved, and unchecked, elsewhere
+        geometry = file_geometry(flags, page_order, self.profile, self.support.sizes, self.support.default_size)
+        check_creation_size(0, size if size <= LOFF_MAX else -1, geometry.size_alignment)  # loff_t: negative if above
+        fd = create_guest_memfd(self.mount_path, size, flags, page_order)
         self.file_owner[os.fstat(fd).st_ino] = vm
         return InstallFd(fd)
 
@@ -533,6 +538,23 @@ class GuestMemfdSupervisor:
                     takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, new_id, piece))
                     emulated.pieces[piece] = new_id
 
+    def private_mapping(self, call: Notification):
+        """kvm_gmem_mmap(): a file without MMAP is ENODEV, a mapping that is not shared EINVAL.
+
+        The VFS's own refusals come first (PROT_EXEC on the noexec mount is EPERM, length 0
+        EINVAL), so those calls, and every mapping of another file, go to the kernel."""
+        _address, length, prot, _flags, fd, _offset = call.args
+        fd &= 0xFFFFFFFF
+        status = fd_stat(call.pid, fd)
+        if status is None or status.st_dev != self.mount_device or not stat.S_ISREG(status.st_mode):
+            return KERNEL
+        if not length or prot & mmap.PROT_EXEC:
+            return KERNEL
+        flags = parse_flags_value(os.getxattr(f"/proc/{call.pid}/fd/{fd}", XATTR_FLAGS))
+        if not self.profile.mmap_allowed(flags):
+            raise GmemError(errno.ENODEV, "mmap of a guest_memfd that may not be mapped")
+        raise GmemError(errno.EINVAL, "MAP_PRIVATE mapping of a guest_memfd")
+
     # ---- helpers ----------------------------------------------------------------------
 
     def _read(self, call: Notification, size: int) -> bytes:
@@ -560,7 +582,7 @@ class GuestMemfdSupervisor:
         vm = self._known_vm(call)
         if vm is None:
             address_spaces = 1 if self.profile.single_address_space_in_plain_vms else self.address_spaces
-            vm = Vm(copy_fd(call.pid, call.fd), Memslots(address_spaces))
+            vm = Vm(copy_fd(call.pid, call.fd), Memslots(address_spaces, self.profile.bound_range_errno))
             self.vms.append(vm)
         return vm
 

@@ -4,8 +4,9 @@ Pure constants and ABI profiles, so that every other layer (and VMM code) can
 name the same bits as the hugetlb series' UAPI header.
 """
 
+import errno
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Flags of struct kvm_create_guest_memfd, in the seed's encoding (RFC v1, 2024).
 KVM_GUEST_MEMFD_HUGETLB = 1 << 1
@@ -46,6 +47,7 @@ XATTR_RESERVED = b"user.gmem.reserved"
 XATTR_ALLOCATED = b"user.gmem.allocated"
 XATTR_SHARED = b"user.gmem.shared"
 XATTR_NAMES = (XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_ALLOCATED, XATTR_SHARED)
+XATTR_PAGE_ORDER = b"user.gmem.page_order"  # hugetlb-2025: kvm_create_guest_memfd's page_order, while unsized
 XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
 XATTR_ABI = b"user.gmem.abi"  # on the mount's root: the ABI profile's name
 GUEST_VIEW_PREFIX = b".gmemfs-guest-view-"  # + a file's inode number: its guest view, for root only
@@ -61,6 +63,7 @@ GUESTMEM_HUGETLB_FLAG_2MB = huge_flag(21, GUESTMEM_HUGETLB_FLAG_SHIFT)
 GUESTMEM_HUGETLB_FLAG_1GB = huge_flag(30, GUESTMEM_HUGETLB_FLAG_SHIFT)
 GUEST_MEMFD_FLAG_MMAP = 1 << 0  # mainline
 GUEST_MEMFD_FLAG_INIT_SHARED = 1 << 1  # mainline
+GUEST_MEMFD_FLAG_HUGETLB = 1 << 2  # the hugetlb restructuring series (Dec 2025), page size in page_order
 
 # RFC v2 conversion ioctls: _IOWR(0xAF, 0x41/0x42, struct kvm_gmem_convert).
 KVM_GMEM_CONVERT_STRUCT = "=QQQ5Q"  # offset, size, error_offset, reserved[5]: 64 bytes
@@ -73,6 +76,13 @@ CONVERSION_GRANULE = 4096  # conversions work on 4 KiB pages, even inside a huge
 KVM_SET_MEMORY_ATTRIBUTES2_STRUCT = "=5Q11Q"  # offset, size, attributes, flags, error_offset (out), reserved[11]
 KVM_SET_MEMORY_ATTRIBUTES2_SIZE = 128
 KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES = 249
+# The hugetlb restructuring series (linux-cc wip-gmem-conversions-hugetlb-restructuring-12-08-25, Dec
+# 2025) publishes no uapi header of its own; the hugetlb-2025 profile pins AMDESE/linux-kvm 07fb82367304
+# include/uapi/linux/kvm.h, the one text with its create struct: `__u8 page_order` at offset 16 of
+# kvm_create_guest_memfd, GUEST_MEMFD_FLAG_HUGETLB 1 << 2, KVM_SET_MEMORY_ATTRIBUTES2 = 0xd2 with the
+# 128-byte struct, and these two capabilities (numbers that Linux 7.2 gives to s390 features).
+HUGETLB_2025_CAP_MEMORY_ATTRIBUTES2 = 247
+HUGETLB_2025_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES = 248
 
 
 # KVM's own ioctls and capabilities, which `gmemfs run` answers for a program (linux/kvm.h).
@@ -90,6 +100,7 @@ KVM_RUN = _ioc(0, KVMIO, 0x80, 0)
 KVM_X86_DEFAULT_VM = 0
 KVM_X86_SW_PROTECTED_VM = 1  # private memory in software: what gmemfs run emulates on any KVM
 KVM_CREATE_GUEST_MEMFD_STRUCT = "=QQ6Q"  # size, flags, reserved[6]
+KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT = "=QQBBHI5Q"  # hugetlb-2025: size, flags, page_order, reserve8/16/32, [5]
 KVM_CREATE_GUEST_MEMFD = _ioc(_IOC_READ | _IOC_WRITE, KVMIO, 0xD4, 64)
 KVM_USER_MEMORY_REGION_STRUCT = "=IIQQQ"  # slot, flags, guest_phys_addr, memory_size, userspace_addr
 KVM_USER_MEMORY_REGION2_STRUCT = "=IIQQQQII14Q"  # ... guest_memfd_offset, guest_memfd, pad1, pad2[14]
@@ -182,6 +193,15 @@ class AbiProfile:
     refuses_mapped_private: bool = False  # PRIVATE is EINVAL while the host maps the page (RFC v1 29/39)
     bind_makes_shared: bool = False  # binding to a private VM makes the range shared (RFC v1 28/39)
     private_vm_invalid_flags: int = 0  # creation flags a private VM refuses (6.18: INIT_SHARED)
+    bound_range_errno: int = errno.EINVAL  # kvm_gmem_bind() of a file range already bound (7.2: EEXIST)
+    page_order: bool = False  # the huge page size is kvm_create_guest_memfd's page_order (hugetlb-2025)
+    excludes: tuple[tuple[int, int], ...] = ()  # (bit, bit): EINVAL together (hugetlb-2025: HUGETLB, INIT_SHARED)
+    huge_fallocate_alignment: bool = False  # fallocate's offset and len align to the huge page (hugetlb-2025)
+    attributes2_reserved_checked: bool = True  # KVM_SET_MEMORY_ATTRIBUTES2 refuses nonzero reserved words (v7)
+    attributes2_batches: bool = False  # hugetlb-2025: unchanged ranges are a no-op; one huge page at a time,
+    #   so a refusal keeps the batches before it converted (no rollback)
+    punch_in_use_eagain: bool = False  # hugetlb-2025: a punch of a hugetlb range the host holds is EAGAIN
+
     @property
     def plain_bits(self) -> int:
         """Flag bits valid with or without HUGETLB."""
@@ -189,7 +209,7 @@ class AbiProfile:
 
     @property
     def huge_size_field(self) -> int:
-        return KVM_GUEST_MEMFD_HUGE_MASK << self.huge_shift
+        return 0 if self.page_order else KVM_GUEST_MEMFD_HUGE_MASK << self.huge_shift
 
     def mmap_allowed(self, flags: int) -> bool:
         return self.mmap_supported and (not self.mmap or bool(flags & self.mmap))
@@ -255,7 +275,7 @@ LINUX_6_8 = AbiProfile(  # mainline 6.8 to 6.17: no creation flag, no mmap
     plain_vm_capabilities=_PRIVATE_MEMORY_ONLY,
     guest_memfd_in_plain_vms=False,
 )
-UPSTREAM = AbiProfile(  # mainline 6.18
+UPSTREAM = AbiProfile(  # mainline 7.2 (Debian sid's linux-source-7.2): 6.18's flags, EEXIST for a bound range
     name="upstream",
     mmap=GUEST_MEMFD_FLAG_MMAP,
     init_shared=GUEST_MEMFD_FLAG_INIT_SHARED,
@@ -269,7 +289,9 @@ UPSTREAM = AbiProfile(  # mainline 6.18
     # kvm_gmem_get_supported_flags(): INIT_SHARED only where the VM has no private memory.
     private_vm_capabilities=((KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP),),
     private_vm_invalid_flags=GUEST_MEMFD_FLAG_INIT_SHARED,
+    bound_range_errno=errno.EEXIST,
 )
+LINUX_6_18 = replace(UPSTREAM, name="linux-6.18", bound_range_errno=errno.EINVAL)  # this machine: 6.18
 INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory_attributes=0
     name="inplace-v7",
     mmap=GUEST_MEMFD_FLAG_MMAP,
@@ -284,14 +306,46 @@ INPLACE_V7 = AbiProfile(  # in-place conversion series v7 on 6.18, kvm.vm_memory
     attributes_on_file=True,
 )
 
-ABI_PROFILES = {profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, UPSTREAM, INPLACE_V7)}
+HUGETLB_2025 = AbiProfile(  # linux-cc wip-gmem-conversions-hugetlb-restructuring-12-08-25 (Dec 2025)
+    name="hugetlb-2025",
+    hugetlb=GUEST_MEMFD_FLAG_HUGETLB,
+    page_order=True,
+    mmap=GUEST_MEMFD_FLAG_MMAP,
+    init_shared=GUEST_MEMFD_FLAG_INIT_SHARED,
+    excludes=((GUEST_MEMFD_FLAG_HUGETLB, GUEST_MEMFD_FLAG_INIT_SHARED),),
+    huge_fallocate_alignment=True,
+    conversion_ioctls=(KVM_SET_MEMORY_ATTRIBUTES2,),
+    attributes2_reserved_checked=False,
+    attributes2_batches=True,
+    punch_in_use_eagain=True,
+    attributes_on_file=True,
+    capabilities=(
+        (KVM_CAP_GUEST_MEMFD, 1),
+        (KVM_CAP_GUEST_MEMFD_FLAGS, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED | GUEST_MEMFD_FLAG_HUGETLB),
+        (KVM_CAP_MEMORY_ATTRIBUTES, 0),  # vm_memory_attributes=0: the attributes live on the guest_memfd
+        (HUGETLB_2025_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES, KVM_MEMORY_ATTRIBUTE_PRIVATE),
+    ),
+)
+
+ABI_PROFILES = {
+    profile.name: profile
+    for profile in (RFC_V1, RFC_V2, LINUX_6_8, LINUX_6_18, UPSTREAM, INPLACE_V7, HUGETLB_2025)
+}
 DEFAULT_ABI = RFC_V1
 
 
 def flags_for_page_size(page_size: int, profile: AbiProfile = DEFAULT_ABI) -> int:
-    """The creation flags that ask for pages of page_size bytes."""
-    if page_size == BASE_PAGE_SIZE:
+    """The creation flags that ask for pages of page_size bytes (0 where the ABI has no hugetlb
+    bit: a mount's huge pages then back its files whatever their flags)."""
+    if page_size == BASE_PAGE_SIZE or not profile.hugetlb:
         return 0
-    if not profile.hugetlb:
-        raise ValueError(f"the {profile.name} ABI has no hugetlb pages")
+    if profile.page_order:
+        return profile.hugetlb
     return profile.hugetlb | huge_flag(page_size.bit_length() - 1, profile.huge_shift)
+
+
+def page_order_for_page_size(page_size: int, profile: AbiProfile = DEFAULT_ABI) -> int:
+    """kvm_create_guest_memfd's page_order for pages of page_size bytes (hugetlb-2025; else 0)."""
+    if page_size == BASE_PAGE_SIZE or not profile.page_order:
+        return 0
+    return (page_size // BASE_PAGE_SIZE).bit_length() - 1

@@ -13,6 +13,7 @@ from support.kvm import KvmVm, why_no_kvm
 from support.syscalls import convert, errno_name, errno_of, fallocate_result
 
 from gmemfs import create_guest_memfd
+from gmemfs.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
 
 REASON = why_no_kvm()
 pytestmark = [pytest.mark.kvm, pytest.mark.skipif(REASON is not None, reason=f"no reference kernel: {REASON}")]
@@ -131,11 +132,37 @@ def test_file_call(pair, call):
 
 
 def test_zero_byte_read_and_write_are_a_fuse_difference(pair):
-    """The kernel answers EINVAL; FUSE returns 0 for an empty read/write without asking the daemon."""
+    """The kernel answers EINVAL; FUSE returns 0 for an empty read/write of a file it does not
+    cache without asking the daemon."""
     kernel_fd, our_fd = pair
     for call in (lambda fd: len(os.read(fd, 0)), lambda fd: os.write(fd, b"")):
         assert errno_of(call, kernel_fd) == "EINVAL"
         assert call(our_fd) == 0
+
+
+@pytest.fixture
+def mapped_pair(vm, mount4k):
+    """A kernel guest_memfd and a gmemfs one with MMAP | INIT_SHARED, the first page faulted in."""
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    fds = (vm.create_guest_memfd(SIZE, flags), create_guest_memfd(mount4k, SIZE, flags))
+    for fd in fds:
+        assert touch(fd, 0, 4, write=b"data") == "OK:data"
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda fd: os.read(fd, 64), lambda fd: os.read(fd, 0), lambda fd: os.write(fd, b"x" * 64)],
+    ids=["read", "read_zero_bytes", "write"],
+)
+def test_read_and_write_of_a_mapped_file_fail_as_the_kernels(mapped_pair, call):
+    """Linux 7.2's guest_memfd_test (test_file_read_write) on an MMAP file: the page is in the
+    host's page cache, and read(2) must still be EINVAL (it used to return the page)."""
+    kernel_fd, our_fd = mapped_pair
+    assert errno_of(call, our_fd) == errno_of(call, kernel_fd) == "EINVAL"
+    assert touch(our_fd, 0, 4) == "OK:data", "page faults are still served"
 
 
 @pytest.mark.parametrize(

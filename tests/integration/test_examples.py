@@ -52,7 +52,7 @@ def test_shell_tour(start_gmemfs):
         (-1, 3),
         (0, 0),
     ]
-    assert "Invalid argument" in result.stderr  # the private read and the second truncate
+    assert "Invalid argument" in result.stderr  # read(2), as in the kernel, and the second truncate
     assert "hole      shared" in result.stdout or "allocated shared" in result.stdout
 
 

@@ -6,6 +6,7 @@ run left no mount, daemon or huge page reservation behind.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from support.commands import GMEMFS
 from support.kvm import why_no_kvm
 from support.mount import wait_until
 from support.pools import PAGE_2M
-from support.programs import kernel_selftest, kvm_client, static_program
+from support.programs import kernel_selftest, kvm_client, selftest_source, static_program
 from support.run import gmemfs_processes, gmemfs_run, leftovers, run_json
 
 from gmemfs.hugepages import pool_counters
@@ -26,6 +27,7 @@ from gmemfs.uapi import (
     GUEST_MEMFD_FLAG_MMAP,
     GUEST_MEMFD_FLAG_SUPPORT_SHARED,
     GUESTMEM_HUGETLB_FLAG_2MB,
+    HUGETLB_2025_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
     KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS,
     KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
@@ -65,6 +67,37 @@ def test_the_same_selftest_fails_on_this_kernel_directly_because_6_18_made_flag_
     assert "guest_memfd() with flag '0x1' should fail with EINVAL" in result.stdout + result.stderr
 
 
+def first_failure(output: str, source) -> str:
+    """The selftest function whose TEST_ASSERT failed first: the one around the line it reports."""
+    match = re.search(r"==== Test Assertion Failure ====\n\s+guest_memfd_test\.c:(\d+):", output)
+    assert match, output
+    line, function = int(match.group(1)), None
+    for number, text in enumerate(source.read_text().splitlines(), 1):
+        found = re.match(r"static void (test_\w+)\(", text)
+        if found:
+            function = found.group(1)
+        if number == line:
+            return function
+    raise AssertionError(f"line {line} is not in {source}")
+
+
+def test_linux_7_2_selftest_passes_under_upstream():
+    """Linux 7.2's own guest_memfd_test (Debian sid's linux-source-7.2), unmodified: every file
+    test (test_mmap_cow and test_file_read_write once failed) and the guest test."""
+    selftest = kernel_selftest("guest_memfd_test", "7.2")
+    result = gmemfs_run("-o", "abi=upstream", program=[str(selftest)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_linux_7_2_selftest_fails_on_this_kernel_directly_at_test_invalid_binding():
+    """6.18 accepts a binding whose offset + size overflows; 7.2 and gmemfs refuse it (EINVAL)."""
+    selftest = kernel_selftest("guest_memfd_test", "7.2")
+    result = subprocess.run([str(selftest)], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert first_failure(output, selftest_source("guest_memfd_test", "7.2")) == "test_invalid_binding", output
+
+
 # ---- creation, capabilities -----------------------------------------------------------------
 
 CAPS = [
@@ -72,6 +105,7 @@ CAPS = [
     KVM_CAP_GUEST_MEMFD,
     KVM_CAP_GUEST_MEMFD_FLAGS,
     KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
+    HUGETLB_2025_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES,
 ]
 
 
@@ -81,8 +115,10 @@ CAPABILITIES = {
     "rfc-v1": {233: [8, 0, 8], 234: [1, 0, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [0, 0, 0]},
     "rfc-v2": {233: [8, 8, 8], 234: [1, 1, 1], 240: [1, 1, 1], 241: [1, 1, 1], 242: [1, 1, 1], 244: [0, 0, 0]},
     "linux-6.8": {233: [8, 0, 8], 234: [1, 0, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [0, 0, 0]},
+    "linux-6.18": {233: [8, 0, 8], 234: [1, 1, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [3, 3, 1]},
     "upstream": {233: [8, 0, 8], 234: [1, 1, 1], 240: [0, 0, 0], 241: [0, 0, 0], 242: [0, 0, 0], 244: [3, 3, 1]},
     "inplace-v7": {233: [0, 0, 0], 234: [1, 1, 1], 244: [3, 3, 3], 249: [8, 8, 8]},
+    "hugetlb-2025": {233: [0, 0, 0], 234: [1, 1, 1], 244: [7, 7, 7], 248: [8, 8, 8]},  # 7: MMAP|INIT_SHARED|HUGETLB
 }
 
 
@@ -132,6 +168,73 @@ def test_creation_errors_are_the_kernels(abi, size, flags, err):
     assert run_json("-o", f"abi={abi}", program=kvm_client("create", size, flags)) == {"error": err}
 
 
+MAPPINGS = {
+    "flags_0_private": "ENODEV",
+    "flags_0_shared": "ENODEV",
+    "flags_1_private": "EINVAL",
+    "flags_1_shared": None,
+    "flags_3_private": "EINVAL",
+    "flags_3_shared": None,
+    "another_file_private": None,
+}
+
+
+@pytest.mark.parametrize("abi", ["upstream", "linux-6.18"])
+def test_a_private_mapping_of_a_guest_memfd_is_einval(abi):
+    """kvm_gmem_mmap(): ENODEV without MMAP, EINVAL unless VM_SHARED (Linux 7.2's test_mmap_cow);
+    a FUSE file would be mapped, so gmemfs run answers it. The same calls on this kernel agree."""
+    native = subprocess.run(kvm_client("mappings"), capture_output=True, text=True, timeout=60)
+    assert json.loads(native.stdout) == MAPPINGS
+    assert run_json("-o", f"abi={abi}", program=kvm_client("mappings")) == MAPPINGS
+
+
+H25_HUGETLB_MMAP = 1 << 2 | GUEST_MEMFD_FLAG_MMAP
+
+
+@pytest.mark.parametrize(
+    "size, flags, page_order, expected",
+    [
+        (2 * PAGE_2M, H25_HUGETLB_MMAP, 9, {"blksize": PAGE_2M, "reserved": 2}),
+        (PAGE_2M, H25_HUGETLB_MMAP, 0, "EINVAL"),  # gmem_hugetlb_valid_order(0)
+        (PAGE_2M, GUEST_MEMFD_FLAG_MMAP, 9, "EINVAL"),  # page_order without HUGETLB
+        (PAGE_2M + 4096, H25_HUGETLB_MMAP, 9, "EINVAL"),
+        (4096, GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED, 0, {"blksize": 4096, "reserved": 0}),
+    ],
+)
+def test_hugetlb_2025_page_order_at_offset_16_of_kvm_create_guest_memfd(size, flags, page_order, expected):
+    """The series' struct kvm_create_guest_memfd: __u8 page_order after size and flags."""
+    before = pool_counters(PAGE_2M).reserved
+    created = run_json("-o", "abi=hugetlb-2025", program=kvm_client("create", size, flags, page_order))
+    if isinstance(expected, str):
+        assert created == {"error": expected}
+    else:
+        assert created["blksize"] == expected["blksize"]
+        assert created["huge_pages_reserved_meanwhile"] == before + expected["reserved"]
+
+
+def test_mainline_ignores_the_byte_hugetlb_2025_calls_page_order():
+    """Reserved in 6.18 and 7.2, and unchecked: the same call makes a 4 KiB file there."""
+    created = run_json("-o", "abi=upstream", program=kvm_client("create", 4096, GUEST_MEMFD_FLAG_MMAP, 9))
+    assert created["blksize"] == 4096
+
+
+def test_an_unchanged_program_gets_2m_pages_under_upstream_with_pagesize_2m():
+    """MMAP | INIT_SHARED, as 7.2 and Firecracker's guest_memfd branch create them: 2 MiB pages behind
+    them, each file's reservation in /proc/meminfo while the program runs."""
+    before = pool_counters(PAGE_2M).reserved
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    created = run_json("-o", "abi=upstream,pagesize=2M", program=kvm_client("create", 4 * PAGE_2M, flags))
+    assert created["blksize"] == PAGE_2M
+    assert created["huge_pages_reserved_meanwhile"] == before + 4
+
+
+def test_a_minimal_guest_runs_on_2m_pages_under_upstream():
+    flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
+    guest = run_json("-o", "abi=upstream,pagesize=2M", program=kvm_client("guest", flags, False))
+    assert (guest["exit_reason"], guest["guest_wrote"]) == (2, 0x42)
+    assert guest["file_allocated"] == "0x0-0x200000", "one huge page behind the guest's two 4 KiB pages"
+
+
 def test_upstream_flags_create_a_mappable_file():
     flags = GUEST_MEMFD_FLAG_MMAP | GUEST_MEMFD_FLAG_INIT_SHARED
     assert run_json("-o", "abi=upstream", program=kvm_client("create", 8192, flags))["size"] == 8192
@@ -158,7 +261,7 @@ BINDING_RULES = {
 
 
 @pytest.mark.parametrize(
-    "abi, vm_type", [("rfc-v1", 1), ("rfc-v2", 1), ("rfc-v2", 0), ("upstream", 0), ("upstream", 1)]
+    "abi, vm_type", [("rfc-v1", 1), ("rfc-v2", 1), ("rfc-v2", 0), ("linux-6.18", 0), ("linux-6.18", 1)]
 )
 def test_memslot_binding_rules(abi, vm_type):
     assert run_json("-o", f"abi={abi}", program=kvm_client("bind", vm_type)) == BINDING_RULES
@@ -169,6 +272,13 @@ def test_guest_memfd_slots_need_a_vm_with_private_memory_before_6_18(abi):
     """check_memory_region_flags(): KVM_MEM_GUEST_MEMFD only if kvm_arch_has_private_mem()."""
     answers = run_json("-o", f"abi={abi}", program=kvm_client("bind", 0))
     assert {name for name, answer in answers.items() if answer != "EINVAL"} == {"modify_without_flag"}
+
+
+@pytest.mark.parametrize("vm_type", [0, 1])
+def test_linux_7_2_binds_a_bound_range_again_with_eexist(vm_type):
+    """7.2's kvm_gmem_bind(): r = -EEXIST when xa_find() finds the range bound (6.18: EINVAL)."""
+    answers = run_json("-o", "abi=upstream", program=kvm_client("bind", vm_type))
+    assert answers == {**BINDING_RULES, "same_range_again": "EEXIST"}
 
 
 def test_rfc_v2_binds_a_shared_file_only_where_userspace_addr_maps_it():
@@ -185,7 +295,7 @@ def test_rfc_v2_binds_a_shared_file_only_where_userspace_addr_maps_it():
 
 
 def test_memslot_binding_rules_match_this_kernels_guest_memfd():
-    """6.18 binds guest_memfd to this machine's VMs: the same calls, the same answers."""
+    """6.18 binds guest_memfd to this machine's VMs: the same calls, the same answers as linux-6.18."""
     native = subprocess.run(kvm_client("bind"), capture_output=True, text=True, timeout=60)
     assert json.loads(native.stdout) == BINDING_RULES
 

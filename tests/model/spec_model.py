@@ -99,8 +99,6 @@ class ModelFile:
         return "OK"
 
     def read(self, position: int) -> str:
-        """read(2) of 4 KiB at the fd's position: EOF past the end; shared pages may be read (the
-        spec's one allowed difference); private ones are EINVAL."""
-        if position >= self.size:
-            return "OK"
-        return "OK" if position // K4 in self.shared else "EINVAL"
+        """read(2) of 4 KiB at the fd's position: EINVAL, shared pages or private, as the kernel's
+        guest_memfd (which has no read at all)."""
+        return "EINVAL"

@@ -53,8 +53,10 @@ def create_vm(vm_type: int = 0) -> int:
     return fcntl.ioctl(kvm(), KVM_CREATE_VM, vm_type)
 
 
-def create_guest_memfd(vm: int, size: int, flags: int = 0) -> int:
-    return fcntl.ioctl(vm, KVM_CREATE_GUEST_MEMFD, bytearray(struct.pack("=QQ6Q", size, flags, *[0] * 6)), True)
+def create_guest_memfd(vm: int, size: int, flags: int = 0, page_order: int = 0) -> int:
+    """page_order: the hugetlb series' __u8 at offset 16 (Dec 2025); reserved in mainline."""
+    argument = bytearray(struct.pack("=QQBBHI5Q", size, flags, page_order, 0, 0, 0, *[0] * 5))
+    return fcntl.ioctl(vm, KVM_CREATE_GUEST_MEMFD, argument, True)
 
 
 def set_region(vm, slot, flags, gpa, size, uaddr=0, offset=0, gmem=0):
@@ -82,10 +84,10 @@ def scenario_caps(capabilities):
     return answers
 
 
-def scenario_create(size, flags):
+def scenario_create(size, flags, page_order=0):
     """One creation: the fd and what fstat and fcntl say of it, or the errno."""
     vm = create_vm()
-    fd = result(create_guest_memfd, vm, size, flags)
+    fd = result(create_guest_memfd, vm, size, flags, page_order)
     if isinstance(fd, str):
         return {"error": fd}
     status = os.fstat(fd)
@@ -157,6 +159,20 @@ def scenario_bind_mapping(shared_flags):
         "no_userspace_addr": result(set_region, vm, 5, G, 0x500000, 0x1000, 0, 0x4000, shared),
         "plain_file_anonymous_memory": result(set_region, vm, 6, G, 0x600000, 0x1000, _address(anonymous), 0, plain),
     }
+
+
+def scenario_mappings():
+    """mmap(2) of guest_memfds of each mainline flag set, shared and private (kvm_gmem_mmap())."""
+    vm = create_vm()
+    out = {}
+    for flags in (0, 1, 3):
+        fd = create_guest_memfd(vm, 0x4000, flags)
+        for name, kind in (("private", mmap.MAP_PRIVATE), ("shared", mmap.MAP_SHARED)):
+            out[f"flags_{flags}_{name}"] = result(lambda: mmap.mmap(fd, 0x1000, kind).close())
+        os.close(fd)
+    with open(sys.executable, "rb") as program:
+        out["another_file_private"] = result(lambda: mmap.mmap(program.fileno(), 0x1000, mmap.MAP_PRIVATE).close())
+    return out
 
 
 def _address(buffer: mmap.mmap) -> int:

@@ -4,7 +4,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ROOT / "tests" / "programs"
 BUILD = ROOT / "build" / "test-programs"
 KVM_CLIENT = PROGRAMS / "kvm_client.py"
-LINUX_SOURCE = Path("/usr/src/linux-source-6.12.tar.xz")  # Debian 12's linux-source-6.12 package
+# Debian 12 packages linux-source-6.12 (apt installs it); Linux 7.2 is packaged in Debian sid only,
+# so its package file is fetched with apt-get's own sources list and state under build/, never
+# added to the machine's apt sources.
+DEBIAN_SID = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main"
+SID_PACKAGES = BUILD.parent / "debian-sid"
 
 
 def kvm_client(*args) -> list[str]:
@@ -32,22 +35,68 @@ def static_program(name: str) -> Path:
     return binary
 
 
-def kernel_selftest(name: str) -> Path:
-    """tools/testing/selftests/kvm/NAME of Linux 6.12, built from the linux-source-6.12 tarball.
+def linux_source(version: str) -> Path:
+    """/usr/src/linux-source-VERSION.tar.xz, installed, or for 7.2 taken from Debian sid's package file.
 
-    Skips, with the reason, where the package is not installed. The extracted tree and the
-    binary are kept under build/ (the tarball is ~150 MB; a build takes ~30 s).
+    Skips, with the reason, where neither can be had.
     """
-    if not LINUX_SOURCE.exists():
-        pytest.skip(f"{LINUX_SOURCE} is missing: apt-get install linux-source-6.12 (./bootstrap test does)")
-    binary = BUILD / "selftests" / name
+    installed = Path(f"/usr/src/linux-source-{version}.tar.xz")
+    if installed.exists():
+        return installed
+    if version == "6.12":
+        pytest.skip(f"{installed} is missing: apt-get install linux-source-6.12 (./bootstrap test does)")
+    tarball = SID_PACKAGES / installed.name
+    if not tarball.exists():
+        _unpack_tarball(_download_from_sid(f"linux-source-{version}"), installed.name, tarball)
+    return tarball
+
+
+def _download_from_sid(package: str) -> Path:
+    """The package's .deb from Debian sid, with a sources list and apt state of our own."""
+    found = sorted(SID_PACKAGES.glob(f"{package}_*.deb"))
+    if found:
+        return found[-1]
+    for directory in ("state/lists/partial", "cache/archives/partial"):
+        (SID_PACKAGES / directory).mkdir(parents=True, exist_ok=True)
+    (SID_PACKAGES / "sources.list").write_text(DEBIAN_SID + "\n")
+    apt = [
+        "apt-get",
+        "-q",
+        "-o", f"Dir::Etc::sourcelist={SID_PACKAGES / 'sources.list'}",
+        "-o", "Dir::Etc::sourceparts=-",
+        "-o", f"Dir::State={SID_PACKAGES / 'state'}",
+        "-o", f"Dir::Cache={SID_PACKAGES / 'cache'}",
+        "-o", "APT::Sandbox::User=root",
+    ]  # fmt: skip
+    for step in (["update"], ["download", package]):
+        done = subprocess.run([*apt, *step], cwd=SID_PACKAGES, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"apt-get {' '.join(step)} from Debian sid failed: {done.stderr.strip()[-300:]}")
+    return sorted(SID_PACKAGES.glob(f"{package}_*.deb"))[-1]
+
+
+def _unpack_tarball(deb: Path, name: str, tarball: Path) -> None:
+    """The source tarball inside the package file (dpkg-deb, not dpkg: nothing is installed)."""
+    unpacked = SID_PACKAGES / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    (unpacked / "usr" / "src" / name).rename(tarball)
+    shutil.rmtree(unpacked)
+
+
+def kernel_selftest(name: str, version: str = "6.12") -> Path:
+    """tools/testing/selftests/kvm/NAME of Linux VERSION, built unmodified from its source tarball.
+
+    The extracted tree and the binary are kept under build/ (a tarball is ~150 MB; a build
+    takes ~30 s). Skips, with the reason, where the source cannot be had.
+    """
+    source = linux_source(version)
+    binary = BUILD / f"selftests-{version}" / name
     if binary.exists():
         return binary
-    tree = BUILD / "linux-source-6.12"
+    tree = BUILD / f"linux-source-{version}"
     if not (tree / "Makefile").exists():
         BUILD.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(LINUX_SOURCE) as tarball:
-            tarball.extractall(BUILD, filter="tar")
+        subprocess.run(["tar", "-xJf", str(source), "-C", str(BUILD)], check=True)
     jobs = f"-j{os.cpu_count() or 1}"
     subprocess.run(["make", jobs, "headers"], cwd=tree, check=True, capture_output=True)
     output = binary.parent
@@ -59,3 +108,8 @@ def kernel_selftest(name: str) -> Path:
     )
     shutil.rmtree(tree / "tools" / "testing" / "selftests" / "kvm" / "x86_64", ignore_errors=True)
     return binary
+
+
+def selftest_source(name: str, version: str) -> Path:
+    """The C source a selftest binary was built from."""
+    return BUILD / f"linux-source-{version}" / "tools" / "testing" / "selftests" / "kvm" / f"{name}.c"

@@ -66,6 +66,14 @@ def test_a_file_range_binds_once():
     assert errno_of(slots, region(slot=2, gpa=0x300000, offset=0)) == "OK", "free again after the delete"
 
 
+def test_a_bound_range_is_the_profiles_errno():
+    """6.18's kvm_gmem_bind() says EINVAL for a range already bound, 7.2's EEXIST."""
+    slots = Memslots(bound_range_errno=errno.EEXIST)
+    assert errno_of(slots, region(slot=0)) == "OK"
+    assert errno_of(slots, region(slot=1, gpa=0x200000, offset=0x1000)) == "EEXIST"
+    assert errno_of(slots, region(slot=1, gpa=0x200000, offset=0x800)) == "EINVAL", "alignment comes first"
+
+
 def test_guest_memfd_slots_cannot_be_modified_or_moved():
     slots = Memslots()
     errno_of(slots, region(slot=0))

@@ -10,13 +10,14 @@ from gmemfs.seccomp import (
     SECCOMP_RET_KILL_PROCESS,
     SECCOMP_RET_USER_NOTIF,
     SYS_IOCTL,
+    SYS_MMAP,
     ioctl_filter,
 )
 from gmemfs.uapi import KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2
 
 
 def run_bpf(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args=(0,) * 6) -> int:
-    """What the kernel would return for this struct seccomp_data (only LD W ABS, JEQ K, RET K)."""
+    """What the kernel would return for this struct seccomp_data (only LD W ABS, JEQ K, AND K, RET K)."""
     data = struct.pack("=iIQ6Q", nr, arch, 0, *args)
     instructions = [struct.unpack_from("=HBBI", program, offset) for offset in range(0, len(program), 8)]
     pc, accumulator = 0, 0
@@ -27,6 +28,9 @@ def run_bpf(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args=(0,) * 
             pc += 1
         elif code == 0x15:
             pc += 1 + (jt if accumulator == k else jf)
+        elif code == 0x54:
+            accumulator &= k
+            pc += 1
         elif code == 0x06:
             return k
         else:
@@ -72,3 +76,22 @@ def test_the_supervisors_own_ioctls_carry_the_cookie_and_run_natively():
 def test_a_cookie_with_a_zero_half_is_refused():
     with pytest.raises(ValueError):
         ioctl_filter(TRAPPED, 0xDEADBEEF)
+
+
+MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS, MAP_FIXED = 0x01, 0x02, 0x20, 0x10
+
+
+@pytest.mark.parametrize(
+    "flags, fd, expected",
+    [
+        (MAP_PRIVATE, 3, SECCOMP_RET_USER_NOTIF),  # maybe a guest_memfd: the supervisor looks
+        (MAP_PRIVATE | MAP_FIXED, 3, SECCOMP_RET_USER_NOTIF),
+        (MAP_PRIVATE | MAP_ANONYMOUS, 0xFFFFFFFF, SECCOMP_RET_ALLOW),
+        (MAP_PRIVATE | MAP_ANONYMOUS, 3, SECCOMP_RET_ALLOW),  # the fd is ignored
+        (MAP_PRIVATE, 0xFFFFFFFF, SECCOMP_RET_ALLOW),  # the kernel's EBADF
+        (MAP_SHARED, 3, SECCOMP_RET_ALLOW),
+        (0x03, 3, SECCOMP_RET_ALLOW),  # MAP_SHARED_VALIDATE
+    ],
+)
+def test_private_file_mappings_go_to_the_supervisor(flags, fd, expected):
+    assert run_bpf(FILTER, SYS_MMAP, args=(0, 4096, 3, flags, fd, 0)) == expected
