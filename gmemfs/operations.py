@@ -7,6 +7,7 @@ request does can stop the daemon.
 
 import errno
 import functools
+import inspect
 import json
 import logging
 import os
@@ -54,13 +55,17 @@ IN_USE_CHECKS_AT_ONCE = 2  # worker threads reading /proc for conversions, howev
 
 
 def _request(target: str, quiet: bool = False):
-    """Wrap a handler: errors become FUSEError; `target` names the argument that identifies the file.
+    """Wrap a handler: errors become FUSEError; `target` says what identifies the file in log lines:
+    "ino" the first argument, "fh" the argument named fh (fallocate and ioctl get an inode
+    number first, which read as a handle number would name another file), "mount" none.
 
     quiet handlers log rule violations at debug level only: the kernel makes
     those requests itself (readahead next to a private page), not the user.
     """
 
     def decorate(handler):
+        position = list(inspect.signature(handler).parameters).index("fh") - 1 if target == "fh" else 0
+
         @functools.wraps(handler)
         async def wrapper(self: "GmemOperations", *args):
             try:
@@ -71,7 +76,7 @@ def _request(target: str, quiet: bool = False):
                 log.log(
                     logging.DEBUG if quiet else logging.INFO,
                     "%s: %s: %s (%s)",
-                    self._describe(target, args[0]),
+                    self._describe(target, args[position]),
                     handler.__name__,
                     error.rule,
                     errno.errorcode.get(error.errno, error.errno),
@@ -79,10 +84,10 @@ def _request(target: str, quiet: bool = False):
                 raise FUSEError(error.errno) from None
             except OSError as error:
                 err = error.errno if error.errno not in (None, errno.ENOSYS) else errno.EIO
-                log.warning("%s: %s failed: %s", self._describe(target, args[0]), handler.__name__, error)
+                log.warning("%s: %s failed: %s", self._describe(target, args[position]), handler.__name__, error)
                 raise FUSEError(err) from None
             except Exception:
-                log.exception("%s: %s: unexpected error", self._describe(target, args[0]), handler.__name__)
+                log.exception("%s: %s: unexpected error", self._describe(target, args[position]), handler.__name__)
                 raise FUSEError(errno.EIO) from None
 
         return wrapper

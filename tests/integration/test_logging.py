@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from support.files import open_gmem
 from support.mount import is_mounted, new_mountpoint, remove_mountpoint
-from support.syscalls import errno_of
+from support.syscalls import KEEP_SIZE, errno_of, fallocate_result
 
 
 @pytest.fixture
@@ -41,3 +42,20 @@ def test_user_errors_reach_syslog_with_path_and_rule(syslog, huge_pools):
     assert "file /dir/vm0 (inode 3): setattr: size 0x1000 is not a positive multiple of the page size 0x200000" in error
     assert not is_mounted(mountpoint)
     remove_mountpoint(mountpoint)
+
+
+def test_a_refused_fallocate_names_its_own_file(start_gmemfs):
+    """fallocate gets the inode number first: read as a handle number, it named whichever
+    file had that handle open (here bob's, handle 2, for alice's inode 2)."""
+    daemon = start_gmemfs()
+    os.close(open_gmem(daemon.mountpoint, "alice-vm", size=4096))  # inode 2, handle 1
+    bob = open_gmem(daemon.mountpoint, "bob-vm")  # inode 3, handle 2
+    alice = os.open(daemon.mountpoint / "alice-vm", os.O_RDWR)
+    try:
+        assert fallocate_result(alice, KEEP_SIZE, 0, 2 * 4096) == "EINVAL"
+        inode = os.fstat(alice).st_ino
+    finally:
+        os.close(alice)
+        os.close(bob)
+    (line,) = [line for line in daemon.output().splitlines() if "passes the size" in line]
+    assert f"file /alice-vm (inode {inode}): fallocate: allocating 0x0+0x2000" in line, line
