@@ -191,6 +191,7 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for:
     finally:
         pyfuse3.close(unmount=is_mounted(mountpoint))
         operations.release_all()
+        operations.report_suppressed()
         log.info("unmounted %s; every file released", mountpoint)
         if private_for:
             os.rmdir(mountpoint)  # made by gmemfs run for this mount alone

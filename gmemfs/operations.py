@@ -1,8 +1,8 @@
 """The pyfuse3 Operations: translate each FUSE request into the layers below.
 
 Handlers stay thin. Rule violations arrive as GmemError and leave as the
-kernel's errno, with one log line naming the file and the rule; nothing a
-request does can stop the daemon.
+kernel's errno, with one log line naming the file and the rule (rate-limited:
+see ratelimit); nothing a request does can stop the daemon.
 """
 
 import errno
@@ -26,6 +26,7 @@ from .inspection import parse_attribute_name
 from .limits import MountQuota, check_file_limit
 from .mounts import mount_device
 from .options import MountOptions
+from .ratelimit import RateLimitedLog
 from .rules import (
     GmemError,
     check_conversions,
@@ -73,21 +74,25 @@ def _request(target: str, quiet: bool = False):
             except FUSEError:
                 raise
             except GmemError as error:
-                log.log(
-                    logging.DEBUG if quiet else logging.INFO,
-                    "%s: %s: %s (%s)",
-                    self._describe(target, args[position]),
-                    handler.__name__,
-                    error.rule,
-                    errno.errorcode.get(error.errno, error.errno),
-                )
+                level = logging.DEBUG if quiet else logging.INFO
+                if self.refusals.admit(level):
+                    log.log(
+                        level,
+                        "%s: %s: %s (%s)",
+                        self._describe(target, args[position]),
+                        handler.__name__,
+                        error.rule,
+                        errno.errorcode.get(error.errno, error.errno),
+                    )
                 raise FUSEError(error.errno) from None
             except OSError as error:
                 err = error.errno if error.errno not in (None, errno.ENOSYS) else errno.EIO
-                log.warning("%s: %s failed: %s", self._describe(target, args[position]), handler.__name__, error)
+                if self.failures.admit(logging.WARNING):
+                    log.warning("%s: %s failed: %s", self._describe(target, args[position]), handler.__name__, error)
                 raise FUSEError(err) from None
             except Exception:
-                log.exception("%s: %s: unexpected error", self._describe(target, args[position]), handler.__name__)
+                if self.failures.admit(logging.ERROR):
+                    log.exception("%s: %s: unexpected error", self._describe(target, args[position]), handler.__name__)
                 raise FUSEError(errno.EIO) from None
 
         return wrapper
@@ -156,6 +161,8 @@ class GmemOperations(pyfuse3.Operations):
         self._in_use_checks = trio.CapacityLimiter(IN_USE_CHECKS_AT_ONCE)
         self.faults = FaultInjector(options.faults)
         self.initialized = trio.Event()  # FUSE's INIT is answered
+        self.refusals = RateLimitedLog(log, "refusals")  # the lines of requests the kernel would refuse
+        self.failures = RateLimitedLog(log, "failures")  # and of those that failed: a flood of one hides no other
 
     def init(self) -> None:
         self.initialized.set()
@@ -253,6 +260,11 @@ class GmemOperations(pyfuse3.Operations):
     def release_all(self) -> None:
         """The end of the session evicts every file."""
         self.inodes.evict_all()
+
+    def report_suppressed(self) -> None:
+        """The end of the session: log how many lines the rate limits left out last."""
+        self.refusals.report_suppressed()
+        self.failures.report_suppressed()
 
     # ---- names and attributes -------------------------------------------------
 

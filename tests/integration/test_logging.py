@@ -1,6 +1,7 @@
 """A daemonized gmemfs logs to syslog/journald: one line per error a user caused."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -9,6 +10,10 @@ import pytest
 from support.files import open_gmem
 from support.mount import is_mounted, new_mountpoint, remove_mountpoint
 from support.syscalls import KEEP_SIZE, errno_of, fallocate_result
+
+from gmemfs.ratelimit import RATELIMIT_BURST
+
+REFUSALS = 2000  # about 0.2 s of refused requests from one user
 
 
 @pytest.fixture
@@ -59,3 +64,19 @@ def test_a_refused_fallocate_names_its_own_file(start_gmemfs):
         os.close(bob)
     (line,) = [line for line in daemon.output().splitlines() if "passes the size" in line]
     assert f"file /alice-vm (inode {inode}): fallocate: allocating 0x0+0x2000" in line, line
+
+
+def test_a_flood_of_refusals_logs_its_first_lines_then_how_many_were_left_out(start_gmemfs):
+    daemon = start_gmemfs()
+    fd = open_gmem(daemon.mountpoint, "vm", size=4096)
+    try:
+        for _ in range(REFUSALS):
+            assert fallocate_result(fd, KEEP_SIZE, 0, 2 * 4096) == "EINVAL"
+    finally:
+        os.close(fd)
+    logged = [line for line in daemon.output().splitlines() if "passes the size" in line]
+    assert RATELIMIT_BURST <= len(logged) <= 3 * RATELIMIT_BURST, f"{len(logged)} lines for {REFUSALS} refusals"
+    assert logged[0].endswith("file /vm (inode 2): fallocate: allocating 0x0+0x2000 passes the size 0x1000 (EINVAL)")
+    daemon.stop()  # the last count is logged at unmount
+    counts = re.findall(r"INFO: (\d+) more refusals suppressed", daemon.output())
+    assert counts and len(logged) + sum(map(int, counts)) == REFUSALS, counts
