@@ -115,11 +115,13 @@ def allow_one_fd_per_file() -> None:
 
 
 SYSLOG_ADDRESS = os.environ.get("GMEMFS_SYSLOG", "/dev/log")  # journald listens here too
-FALLBACK_LOG = "/var/log/gmemfs.log"
+FALLBACK_LOG = os.environ.get("GMEMFS_LOG_FILE", "/var/log/gmemfs.log")
+FALLBACK_LOG_BYTES = 1 << 20  # then it becomes FALLBACK_LOG.1, replacing the previous one
 
 
 def setup_logging(debug: bool, daemon: bool) -> None:
-    """Foreground: stderr. Daemon: syslog/journald, or a file where neither runs."""
+    """Foreground: stderr. Daemon: syslog/journald, or a file where neither runs, which the
+    daemon rotates itself: nothing else may be there to bound it (no journald, maybe no logrotate)."""
     if not daemon:
         handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("gmemfs: %(levelname)s: %(message)s"))
@@ -127,7 +129,7 @@ def setup_logging(debug: bool, daemon: bool) -> None:
         handler = logging.handlers.SysLogHandler(address=SYSLOG_ADDRESS, facility="daemon")
         handler.setFormatter(logging.Formatter(f"gmemfs[{os.getpid()}]: %(message)s"))
     else:
-        handler = logging.handlers.WatchedFileHandler(FALLBACK_LOG)
+        handler = logging.handlers.RotatingFileHandler(FALLBACK_LOG, maxBytes=FALLBACK_LOG_BYTES, backupCount=1)
         handler.setFormatter(logging.Formatter(f"%(asctime)s gmemfs[{os.getpid()}]: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
