@@ -154,7 +154,7 @@ async def serve(operations: GmemOperations, mountpoint: str) -> None:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(_widen_readahead_once_initialized, operations, mountpoint)
         gc.freeze()  # what startup made lives as long as the daemon: keep it out of every collection
-        await pyfuse3.main(busy_poll=operations.options.busy_poll_us / 1e6)
+        await operations.serve(busy_poll=operations.options.busy_poll_us / 1e6)
         nursery.cancel_scope.cancel()
 
 

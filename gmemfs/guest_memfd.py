@@ -200,6 +200,11 @@ class GuestMemfd:
             done = self.backing.allocated_bytes() - self.allocated.total
             self.allocated.add(gap_start, gap_start + max(done, 0))
 
+    def allocated_within(self, start: int, end: int) -> int:
+        """Allocated bytes in [start, end): what a punch of it frees or zeroes."""
+        with self.lock:
+            return sum(run_end - run_start for run_start, run_end in self.allocated.overlapping(start, end))
+
     def punch(self, start: int, end: int) -> None:
         """Free the whole pages of [start, end) (huge pages go back to the file's subpool) and zero
         the covered bytes of partly covered huge pages, which stay allocated: hugetlbfs's punch rule,
@@ -274,12 +279,22 @@ class GuestMemfd:
 
     def evict(self) -> None:
         """Release every page and the whole reservation at once (evict_inode)."""
-        if self.backing:
-            self.backing.close()
-            self.backing = None
-            self.quota.release(self.backing_size, self.page_size)
+        self.release_backing(self.detach_backing())
+
+    def detach_backing(self) -> "Backing | None":
+        """Eviction's first step, on the event loop: from now on the file holds no pages, and
+        another eviction of it (the FORGET after the last close) finds nothing to release."""
+        backing, self.backing = self.backing, None
         self.allocated = RangeSet()
         self.shared = RangeSet()
+        return backing
+
+    def release_backing(self, backing: "Backing | None") -> None:
+        """Eviction's second step, in a worker thread for a large file: the kernel frees the
+        pages and the reservation, then the mount's quota takes the file's share back."""
+        if backing:
+            backing.close()
+            self.quota.release(self.backing_size, self.page_size)
 
     def attribute(self, name: bytes, offset: int = 0) -> bytes:
         """One read-only inspection attribute (user.gmem.*): only the one asked for is formatted,

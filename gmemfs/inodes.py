@@ -2,7 +2,9 @@
 
 A gmem file is evicted (its memory released) exactly when nothing can reach it
 any more: no name links it, no handle has it open, and the kernel has dropped
-every lookup (forget). This is the filesystem's evict_inode.
+every lookup (forget). This is the filesystem's evict_inode. The table decides
+when; the caller releases the memory (GuestMemfd.evict), since freeing gigabytes
+takes the kernel long enough to be done off the event loop.
 """
 
 import itertools
@@ -64,7 +66,12 @@ class Handle:
 
 
 class InodeTable:
-    """Owns every inode and decides when one dies."""
+    """Owns every inode and decides when one dies.
+
+    unlink, forget and release return the GuestMemfd of a file nobody can reach any more
+    (else None): the caller must release its memory (GuestMemfd.evict). A file is returned
+    again when its entry goes at the FORGET after its last close; evicting it twice is harmless.
+    """
 
     def __init__(self, root_mode: int, uid: int, gid: int) -> None:
         self._inodes: dict[int, Inode] = {}
@@ -126,7 +133,7 @@ class InodeTable:
         directory.touch()
         inode.touch(modified=False)
 
-    def unlink(self, directory: Inode, name: bytes) -> Inode:
+    def unlink(self, directory: Inode, name: bytes) -> "GuestMemfd | None":
         inode = self._inodes[directory.entries.pop(name)]
         del directory.cookies[name]
         inode.nlink -= 1
@@ -135,8 +142,7 @@ class InodeTable:
             directory.nlink -= 1
         directory.touch()
         inode.touch(modified=False)
-        self._evict_if_unused(inode)
-        return inode
+        return self._evict_if_unused(inode)
 
     def entries_after(self, directory: Inode, cookie: int):
         """(name, inode, cookie) of the entries after the readdir position `cookie`, in order.
@@ -169,12 +175,12 @@ class InodeTable:
         inode.lookups += 1
         return inode
 
-    def forget(self, ino: int, count: int) -> None:
+    def forget(self, ino: int, count: int) -> "GuestMemfd | None":
         inode = self._inodes.get(ino)
         if inode is None:
-            return
+            return None
         inode.lookups = max(inode.lookups - count, 0)
-        self._evict_if_unused(inode)
+        return self._evict_if_unused(inode)
 
     def open(self, inode: Inode, *, writable: bool = False) -> int:
         """A new handle for a file or directory (open, create, opendir)."""
@@ -187,29 +193,28 @@ class InodeTable:
         """KeyError for a number no open handle has."""
         return self._handles[fh]
 
-    def release(self, fh: int) -> None:
+    def release(self, fh: int) -> "GuestMemfd | None":
         inode = self._handles.pop(fh).inode
         inode.handles -= 1
-        self._evict_if_unused(inode)
+        return self._evict_if_unused(inode)
 
-    def _evict_if_unused(self, inode: Inode) -> None:
+    def _evict_if_unused(self, inode: Inode) -> "GuestMemfd | None":
+        """The file whose memory nobody can reach any more, which the caller releases, once the
+        inode is unlinked and closed; the entry itself goes once the kernel has forgotten it too."""
         if inode.nlink or inode.handles or inode.views or inode.ino == ROOT_INO:
-            return
+            return None
         if inode.lookups:
-            if inode.gmem and not inode.view_of:
-                # Unlinked and closed (mappings hold a handle too): nothing can reach its pages any
-                # more, so they go back now, as in evict_inode during the last close, not at the
-                # FORGET that follows (~0.3 ms later). The entry stays until the kernel forgets it.
-                inode.gmem.evict()
-            return
+            # Unlinked and closed (mappings hold a handle too): nothing can reach its pages any
+            # more, so they go back now, as in evict_inode during the last close, not at the
+            # FORGET that follows (~0.3 ms later). The entry stays until the kernel forgets it.
+            return inode.gmem if inode.gmem and not inode.view_of else None
         del self._inodes[inode.ino]
         if inode.view_of:
             inode.gmem.view = 0
             shown = self._inodes[inode.view_of]
             shown.views -= 1
-            self._evict_if_unused(shown)
-        elif inode.gmem:
-            inode.gmem.evict()
+            return self._evict_if_unused(shown)
+        return inode.gmem
 
     def evict_all(self) -> None:
         """The end of the session: every file's memory goes back at once."""

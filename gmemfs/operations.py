@@ -17,6 +17,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
+from .backing import Backing
 from .faults import FaultInjector, halfway
 from .guest_memfd import GuestMemfd
 from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
@@ -51,7 +52,7 @@ from .uapi import (
 
 log = logging.getLogger(__name__)
 
-THREADED_ALLOCATION = 64 << 20  # larger allocations run off the event loop
+THREADED_CHANGE = 64 << 20  # allocating, punching or evicting this many bytes runs off the event loop
 IN_USE_CHECKS_AT_ONCE = 2  # worker threads reading /proc for conversions, however many ask
 
 
@@ -128,9 +129,10 @@ class GmemOperations(pyfuse3.Operations):
     Concurrency, in one place:
     - Every handler runs on the daemon's one trio loop and must never wait on anything a
       client may hold (its mmap_lock, a page lock): the kernel may hold those while it
-      waits for this very daemon. So these run in worker threads: allocations of
-      THREADED_ALLOCATION bytes or more, the kernel's cache invalidation when a range
-      turns private (it writes dirty pages back through writepage), and the in-use check's
+      waits for this very daemon, nor be held by one user's large work. So these run in
+      worker threads: allocations, punches and evictions of THREADED_CHANGE bytes or more
+      (the kernel frees 3 GiB of 4 KiB pages in ~0.4 s), the kernel's cache invalidation when a
+      range turns private (it writes dirty pages back through writepage), and the in-use check's
       reading of the file users' /proc (host_users: IN_USE_CHECKS_AT_ONCE threads at most,
       each bounded by its deadline; one that cannot finish refuses the conversion).
     - GuestMemfd.lock (threading) guards a file's page runs for a few list operations;
@@ -163,6 +165,8 @@ class GmemOperations(pyfuse3.Operations):
         self.initialized = trio.Event()  # FUSE's INIT is answered
         self.refusals = RateLimitedLog(log, "refusals")  # the lines of requests the kernel would refuse
         self.failures = RateLimitedLog(log, "failures")  # and of those that failed: a flood of one hides no other
+        self._releases: trio.Nursery | None = None  # where large evicted files are freed (see serve)
+        self._releasing: set[trio.Event] = set()  # those frees under way
 
     def init(self) -> None:
         self.initialized.set()
@@ -257,6 +261,16 @@ class GmemOperations(pyfuse3.Operations):
     def _room_for_another_inode(self) -> None:
         check_file_limit(len(self.inodes) - 1, self.options.max_files)  # the root does not count
 
+    async def serve(self, busy_poll: float) -> None:
+        """Answer requests (pyfuse3.main) until unmounted, beside the frees of large evicted files
+        (see _evict), which outlive their request: this returns once those are done too."""
+        async with trio.open_nursery() as releases:
+            self._releases = releases
+            try:
+                await pyfuse3.main(busy_poll=busy_poll)
+            finally:
+                self._releases = None
+
     def release_all(self) -> None:
         """The end of the session evicts every file."""
         self.inodes.evict_all()
@@ -300,7 +314,7 @@ class GmemOperations(pyfuse3.Operations):
     async def forget(self, inode_list):
         for ino, count in inode_list:
             try:
-                self.inodes.forget(ino, count)
+                self._evict(self.inodes.forget(ino, count))
             except Exception:  # forget has no reply to carry an error; the daemon must live on
                 log.exception("inode %d: releasing its memory failed", ino)
 
@@ -318,6 +332,8 @@ class GmemOperations(pyfuse3.Operations):
             if inode.gmem is None:
                 raise FUSEError(errno.EISDIR)
             self._injected_fault("size")
+            if self._releasing:
+                await self._memory_released()
             await self._serialized(inode.gmem, inode.gmem.complete_creation, attr.st_size)
             inode.touch()
         if fields.update_mode:
@@ -381,7 +397,7 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.ENOENT)
         if self.inodes[directory.entries[name]].is_dir:
             raise FUSEError(errno.EISDIR)
-        self.inodes.unlink(directory, name)
+        self._evict(self.inodes.unlink(directory, name))
 
     @_request("ino")
     async def rmdir(self, parent_inode, name, ctx):
@@ -408,6 +424,7 @@ class GmemOperations(pyfuse3.Operations):
         replaced_ino = new_directory.entries.get(name_new)
         if replaced_ino == moving.ino:
             return
+        evicted = None
         if replaced_ino is not None:
             if flags & pyfuse3.RENAME_NOREPLACE:
                 raise FUSEError(errno.EEXIST)
@@ -418,9 +435,10 @@ class GmemOperations(pyfuse3.Operations):
                 raise FUSEError(errno.ENOTDIR)
             if replaced.entries:
                 raise FUSEError(errno.ENOTEMPTY)
-            self.inodes.unlink(new_directory, name_new)
+            evicted = self.inodes.unlink(new_directory, name_new)
         self.inodes.link(new_directory, name_new, moving)
-        self.inodes.unlink(old_directory, name_old)
+        self.inodes.unlink(old_directory, name_old)  # still linked under the new name
+        self._evict(evicted)
 
     # ---- directories ------------------------------------------------------------
 
@@ -517,7 +535,7 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def release(self, fh):
-        self.inodes.release(fh)
+        self._evict(self.inodes.release(fh))
 
     @_request("fh")
     async def fallocate(self, ino, fh, mode, offset, length, ctx):
@@ -530,7 +548,7 @@ class GmemOperations(pyfuse3.Operations):
                 held = await self._held_by_host(inode, plan.start, plan.end)
                 if held is not None:  # merge_truncate_range(): no safe refcount, nothing truncated
                     raise GmemError(errno.EAGAIN, f"punch: page {held:#x} is in use by the host")
-            await self._serialized(gmem, gmem.punch, plan.start, plan.end)
+            await self._punch(gmem, plan.start, plan.end)
             return
         try:
             await self._allocate(gmem, plan.start, plan.end, ctx)
@@ -544,13 +562,52 @@ class GmemOperations(pyfuse3.Operations):
         """Large allocations run in a worker thread and stop with EINTR when the caller gets a signal."""
         fault = self.faults.trip("allocate")
         stop = halfway(start, end, gmem.page_size) if fault else end
-        if stop - start >= THREADED_ALLOCATION:
-            async with gmem.change_lock:
-                await trio.to_thread.run_sync(gmem.allocate, start, stop, lambda: ctx.interrupted)
+        if stop - start >= THREADED_CHANGE:
+            await self._in_worker_thread(gmem, gmem.allocate, start, stop, lambda: ctx.interrupted)
         else:
             await self._serialized(gmem, gmem.allocate, start, stop)
         if fault:
             raise GmemError(fault, f"injected fault: allocate (pages up to {stop:#x} allocated)")
+
+    async def _punch(self, gmem: GuestMemfd, start: int, end: int) -> None:
+        """Many allocated pages in range run in a worker thread: the kernel takes ~0.4 s to punch
+        3 GiB of 4 KiB pages (huge pages are freed fast, but zeroing part of one is not)."""
+        if gmem.allocated_within(start, end) >= THREADED_CHANGE:
+            await self._in_worker_thread(gmem, gmem.punch, start, end)
+        else:
+            await self._serialized(gmem, gmem.punch, start, end)
+
+    def _evict(self, gmem: "GuestMemfd | None") -> None:
+        """Release the memory of a file the inode table let go (None: none did). A large one is
+        freed in a worker thread after the request is answered (the kernel takes ~0.4 s for 3 GiB
+        of 4 KiB pages; a RELEASE still unanswered at unmount would fail), and sizing waits for
+        it (see _memory_released). Without serve's nursery (in-process tests), on the loop."""
+        if gmem is None:
+            return
+        large = gmem.allocated.total >= THREADED_CHANGE
+        backing = gmem.detach_backing()
+        if not large or backing is None or self._releases is None:
+            gmem.release_backing(backing)
+            return
+        released = trio.Event()
+        self._releasing.add(released)
+        self._releases.start_soon(self._release_in_thread, gmem, backing, released)
+
+    async def _release_in_thread(self, gmem: GuestMemfd, backing: Backing, released: trio.Event) -> None:
+        try:
+            await trio.to_thread.run_sync(gmem.release_backing, backing)
+        except Exception:  # no request is left to carry the error; the daemon must live on
+            log.exception("releasing the memory of an evicted file failed")
+        finally:
+            self._releasing.discard(released)
+            released.set()
+
+    async def _memory_released(self) -> None:
+        """Wait for the evictions under way in worker threads: a file being sized may need the
+        pages they free, which the kernel's close() would have freed before the caller's next
+        call (FUSE sends RELEASE after close() returns, but before that next call)."""
+        for released in list(self._releasing):
+            await released.wait()
 
     @_request("fh")
     async def ioctl(self, ino, fh, cmd, arg, in_buf, out_size, flags, ctx):
@@ -658,6 +715,13 @@ class GmemOperations(pyfuse3.Operations):
         fault = self.faults.trip(operation)
         if fault:
             raise GmemError(fault, f"injected fault: {operation}")
+
+    @staticmethod
+    async def _in_worker_thread(gmem: GuestMemfd, change, *args):
+        """Run a long page change in a worker thread, after the file's page changes under way and
+        before those that arrive meanwhile (change_lock); the loop answers everyone else."""
+        async with gmem.change_lock:
+            return await trio.to_thread.run_sync(change, *args)
 
     @staticmethod
     async def _serialized(gmem: GuestMemfd, change, *args):

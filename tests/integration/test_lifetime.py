@@ -14,6 +14,7 @@ from support.syscalls import KEEP_SIZE, fallocate_result
 
 from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
 from gmemfs.hugepages import pool_counters
+from gmemfs.operations import THREADED_CHANGE
 
 N = 4
 
@@ -122,3 +123,25 @@ def test_a_pool_sized_file_can_be_created_right_after_the_last_one_was_closed(st
             continue
         os.close(fd)
     assert refused == 0, f"{refused} of 3000 creations found the last file's pages still reserved"
+
+
+def test_a_pool_sized_file_can_be_created_right_after_the_last_one_was_closed_with_its_pages_allocated(
+    start_gmemfs,
+):
+    """Allocated pages that many are freed in a worker thread, while the loop goes on to the next
+    creation: sizing waits for that release, as it would have been done by the last close."""
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    pages = pool_counters(PAGE_2M).available
+    assert pages * PAGE_2M >= THREADED_CHANGE
+    huge_2m = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
+    refused = 0
+    for _ in range(300):
+        try:
+            fd = create_guest_memfd(daemon.mountpoint, pages * PAGE_2M, huge_2m)
+        except OSError as error:
+            assert error.errno == errno.ENOMEM
+            refused += 1
+            continue
+        assert fallocate_result(fd, KEEP_SIZE, 0, pages * PAGE_2M) == "OK"
+        os.close(fd)
+    assert refused == 0, f"{refused} of 300 creations found the last file's pages still reserved"

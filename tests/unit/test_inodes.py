@@ -22,11 +22,10 @@ def test_an_unlinked_files_memory_goes_back_at_its_last_release_and_its_inode_at
     inode, gmem = make_file(table)
     table.add_lookup(inode)
     fh = table.open(inode)
-    table.unlink(table[ROOT_INO], b"f")
-    assert gmem.backing is not None, "still open and looked up"
-    table.release(fh)
-    assert gmem.backing is None, "nothing can reach it any more"
+    assert table.unlink(table[ROOT_INO], b"f") is None, "still open and looked up"
+    assert table.release(fh) is gmem, "nothing can reach it any more: its memory is the caller's to release"
     assert table[inode.ino] is inode, "the kernel still holds a lookup"
+    gmem.evict()
     table.forget(inode.ino, 1)
     assert inode.ino not in [i.ino for i in table.files()]
 
@@ -37,30 +36,29 @@ def test_forget_before_release_waits_for_release():
     table.add_lookup(inode)
     fh = table.open(inode)
     table.unlink(table[ROOT_INO], b"f")
-    table.forget(inode.ino, 1)
-    assert gmem.backing is not None
-    table.release(fh)
-    assert gmem.backing is None
+    assert table.forget(inode.ino, 1) is None
+    assert table.release(fh) is gmem
+    gmem.evict()
 
 
 def test_linked_file_survives_close_and_forget():
     table = InodeTable(0o755, 0, 0)
     inode, gmem = make_file(table)
     table.add_lookup(inode)
-    table.release(table.open(inode))
-    table.forget(inode.ino, 1)
-    assert gmem.backing is not None
+    assert table.release(table.open(inode)) is None
+    assert table.forget(inode.ino, 1) is None
     assert table[inode.ino] is inode
+    table.evict_all()
 
 
 def test_hard_link_keeps_the_file():
     table = InodeTable(0o755, 0, 0)
     inode, gmem = make_file(table)
     table.link(table[ROOT_INO], b"g", inode)
-    table.unlink(table[ROOT_INO], b"f")
-    assert inode.nlink == 1 and gmem.backing is not None
-    table.unlink(table[ROOT_INO], b"g")
-    assert gmem.backing is None
+    assert table.unlink(table[ROOT_INO], b"f") is None
+    assert inode.nlink == 1 and table[inode.ino] is inode
+    assert table.unlink(table[ROOT_INO], b"g") is gmem
+    gmem.evict()
 
 
 def test_directory_link_counts():
