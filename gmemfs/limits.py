@@ -11,15 +11,22 @@ from dataclasses import dataclass, field
 
 from .rules import GmemError
 from .uapi import BASE_PAGE_SIZE
+from .units import format_size
 
 
 @dataclass
 class MountQuota:
-    """Huge pages and 4 KiB-file bytes the mount's files hold, against their limits (None: none)."""
+    """Huge page bytes and 4 KiB-file bytes the mount's files hold, against their limits (None: none).
+
+    max_huge_pages counts pages of one size, huge_page_unit, and a file's huge pages count by
+    their bytes in it: on a 2M mount a 1 GiB page is 512 pages. (Counted as one, a user who
+    chose 1 GiB flags took 512 times what the limit meant.)
+    """
 
     max_huge_pages: "int | None" = None
     max_bytes: "int | None" = None
-    huge_pages: int = 0
+    huge_page_unit: int = 2 << 20
+    huge_bytes: int = 0
     bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -31,17 +38,24 @@ class MountQuota:
                     raise GmemError(errno.ENOMEM, f"the mount's max_size={self.max_bytes} would be passed")
                 self.bytes += size
             else:
-                pages = size // page_size
-                if self.max_huge_pages is not None and self.huge_pages + pages > self.max_huge_pages:
-                    raise GmemError(errno.ENOMEM, f"the mount's max_huge_pages={self.max_huge_pages} would be passed")
-                self.huge_pages += pages
+                limit = self.max_huge_pages
+                if limit is not None and self.huge_bytes + size > limit * self.huge_page_unit:
+                    unit = format_size(self.huge_page_unit)
+                    raise GmemError(errno.ENOMEM, f"the mount's max_huge_pages={limit} ({unit} pages) would be passed")
+                self.huge_bytes += size
 
     def release(self, size: int, page_size: int) -> None:
         with self._lock:
             if page_size == BASE_PAGE_SIZE:
                 self.bytes -= size
             else:
-                self.huge_pages -= size // page_size
+                self.huge_bytes -= size
+
+
+def huge_page_unit(mount_page_size: int, default_huge_page_size: int) -> int:
+    """The page size max_huge_pages counts in: the mount's, or on a 4 KiB mount the default huge
+    page size (what HUGETLB without a size field chooses, and hugetlbfs without pagesize=)."""
+    return default_huge_page_size if mount_page_size == BASE_PAGE_SIZE else mount_page_size
 
 
 def check_file_limit(files: int, max_files: "int | None") -> None:

@@ -24,7 +24,7 @@ from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
 from .hugepages import HugePageSupport, pool_counters
 from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
 from .inspection import parse_attribute_name
-from .limits import MountQuota, check_file_limit
+from .limits import MountQuota, check_file_limit, huge_page_unit
 from .mounts import mount_device
 from .options import MountOptions
 from .ratelimit import RateLimitedLog
@@ -158,7 +158,8 @@ class GmemOperations(pyfuse3.Operations):
             os.getuid() if options.root_uid is None else options.root_uid,
             os.getgid() if options.root_gid is None else options.root_gid,
         )
-        self.quota = MountQuota(options.max_huge_pages, options.max_size)
+        unit = huge_page_unit(options.page_size, self.support.default_size)
+        self.quota = MountQuota(options.max_huge_pages, options.max_size, unit)
         self._device: tuple[int, int] | None = None  # the mount's (major, minor), for /proc/PID/maps
         self._in_use_checks = trio.CapacityLimiter(IN_USE_CHECKS_AT_ONCE)
         self.faults = FaultInjector(options.faults)

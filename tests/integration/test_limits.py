@@ -9,11 +9,12 @@ import tempfile
 import pytest
 from support.files import open_gmem
 from support.mount import wait_until
-from support.pools import PAGE_2M
+from support.pools import PAGE_1G, PAGE_2M
 
-from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
+from gmemfs import KVM_GUEST_MEMFD_HUGE_1GB, KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
 
 HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
+HUGE_1G = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_1GB
 NOBODY = 65534
 
 
@@ -34,6 +35,13 @@ def test_max_huge_pages_bounds_what_all_files_reserve(start_gmemfs):
     finally:
         os.close(first)
     assert errno_of_creation(daemon.mountpoint, 4 * PAGE_2M, HUGE_2M) == "OK", "evicted files give their share back"
+
+
+def test_max_huge_pages_counts_a_1g_page_as_512_pages_of_a_2m_mount(start_gmemfs):
+    daemon = start_gmemfs("-o", "pagesize=2M,max_huge_pages=2")
+    assert errno_of_creation(daemon.mountpoint, PAGE_1G, HUGE_1G) == "ENOMEM", "1 GiB flags passed a 4 MiB limit"
+    assert errno_of_creation(daemon.mountpoint, 2 * PAGE_2M, HUGE_2M) == "OK"
+    assert errno_of_creation(daemon.mountpoint, 3 * PAGE_2M, HUGE_2M) == "ENOMEM"
 
 
 def test_max_size_bounds_what_4k_files_hold(start_gmemfs):
