@@ -78,6 +78,7 @@ class InodeTable:
         self._next_ino = itertools.count(ROOT_INO + 1)
         self._handles: dict[int, Handle] = {}
         self._next_fh = itertools.count(1)
+        self._extra_links = 0  # names of files beyond each one's first
         root = Inode(
             ino=ROOT_INO, mode=stat.S_IFDIR | root_mode, uid=uid, gid=gid, name=b"/", nlink=2, entries={}, cookies={}
         )
@@ -89,6 +90,12 @@ class InodeTable:
 
     def __len__(self) -> int:
         return len(self._inodes)
+
+    @property
+    def charged(self) -> int:
+        """What max_files counts, as tmpfs's nr_inodes: every inode but the root, and every name of
+        a file beyond its first (shmem_link charges one: each name pins kernel memory for good)."""
+        return len(self._inodes) - 1 + self._extra_links
 
     def files(self) -> list[Inode]:
         return [inode for inode in self._inodes.values() if inode.gmem and not inode.view_of]
@@ -121,6 +128,8 @@ class InodeTable:
         return inode
 
     def link(self, directory: Inode, name: bytes, inode: Inode) -> None:
+        if inode.nlink and not inode.is_dir:
+            self._extra_links += 1
         directory.entries[name] = inode.ino
         directory.cookies[name] = directory.next_cookie
         directory.next_cookie += 1
@@ -136,6 +145,8 @@ class InodeTable:
     def unlink(self, directory: Inode, name: bytes) -> "GuestMemfd | None":
         inode = self._inodes[directory.entries.pop(name)]
         del directory.cookies[name]
+        if inode.nlink > 1 and not inode.is_dir:
+            self._extra_links -= 1
         inode.nlink -= 1
         if inode.is_dir:
             inode.nlink -= 1

@@ -59,6 +59,6 @@ def huge_page_unit(mount_page_size: int, default_huge_page_size: int) -> int:
 
 
 def check_file_limit(files: int, max_files: "int | None") -> None:
-    """ENOSPC when the mount holds max_files files and directories already (hugetlbfs nr_inodes=)."""
+    """ENOSPC when the mount holds max_files already (tmpfs's nr_inodes=: see InodeTable.charged)."""
     if max_files is not None and files >= max_files:
         raise GmemError(errno.ENOSPC, f"the mount's max_files={max_files} is reached")

@@ -259,8 +259,9 @@ class GmemOperations(pyfuse3.Operations):
             raise FUSEError(errno.EEXIST)
         return directory
 
-    def _room_for_another_inode(self) -> None:
-        check_file_limit(len(self.inodes) - 1, self.options.max_files)  # the root does not count
+    def _room_for_another_name(self) -> None:
+        """Before a new file, directory or hard link (see InodeTable.charged)."""
+        check_file_limit(self.inodes.charged, self.options.max_files)
 
     async def serve(self, busy_poll: float) -> None:
         """Answer requests (pyfuse3.main) until unmounted, beside the frees of large evicted files
@@ -362,7 +363,7 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def mkdir(self, parent_inode, name, mode, ctx):
         directory = self._new_name(parent_inode, name)
-        self._room_for_another_inode()
+        self._room_for_another_name()
         inode = self.inodes.new(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, name)
         self.inodes.link(directory, name, inode)
         return self._entry(self.inodes.add_lookup(inode))
@@ -370,7 +371,7 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def create(self, parent_inode, name, mode, flags, ctx):
         directory = self._new_name(parent_inode, name)
-        self._room_for_another_inode()
+        self._room_for_another_name()
         options = self.options
         gmem = GuestMemfd(
             options.default_flags, options.abi, self.support, self.quota, options.default_page_order,
@@ -388,6 +389,7 @@ class GmemOperations(pyfuse3.Operations):
         directory = self._new_name(new_parent_inode, new_name)
         if target.is_dir:
             raise FUSEError(errno.EPERM)
+        self._room_for_another_name()
         self.inodes.link(directory, new_name, target)
         return self._entry(self.inodes.add_lookup(target))
 
@@ -478,9 +480,9 @@ class GmemOperations(pyfuse3.Operations):
             total, free, available = pool.total, pool.free, pool.available
         result.f_bsize = result.f_frsize = page_size
         result.f_blocks, result.f_bfree, result.f_bavail = total, free, available
-        files = self.options.max_files or len(self.inodes) + (1 << 20)
+        files = self.options.max_files or self.inodes.charged + (1 << 20)
         result.f_files = files
-        result.f_ffree = result.f_favail = max(files - len(self.inodes) + 1, 0)
+        result.f_ffree = result.f_favail = max(files - self.inodes.charged, 0)
         result.f_namemax = NAME_MAX
         return result
 

@@ -64,6 +64,24 @@ def test_max_files_is_enospc(start_gmemfs):
     os.close(open_gmem(daemon.mountpoint, "c"))
 
 
+def test_hard_links_count_against_max_files_as_in_tmpfs(start_gmemfs):
+    daemon = start_gmemfs("-o", "max_files=10")
+    os.close(open_gmem(daemon.mountpoint, "f"))
+    outcome = None
+    for number in range(20):
+        try:
+            os.link(daemon.mountpoint / "f", daemon.mountpoint / f"link{number}")
+        except OSError as error:
+            outcome = (number, errno.errorcode[error.errno])
+            break
+    assert outcome == (9, "ENOSPC"), "the file and 9 more names"
+    assert os.statvfs(daemon.mountpoint).f_ffree == 0
+    os.rename(daemon.mountpoint / "link0", daemon.mountpoint / "renamed")  # a rename at the limit takes nothing
+    os.unlink(daemon.mountpoint / "link1")
+    assert os.statvfs(daemon.mountpoint).f_ffree == 1, "an unlinked name gives its share back at once"
+    os.link(daemon.mountpoint / "f", daemon.mountpoint / "again")
+
+
 def test_owner_and_mode_of_the_root(start_gmemfs):
     daemon = start_gmemfs("-o", f"allow_other,uid={NOBODY},gid={NOBODY},mode=1777")
     status = os.stat(daemon.mountpoint)

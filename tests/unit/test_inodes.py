@@ -77,3 +77,25 @@ def test_evict_all_releases_every_file():
     table.evict_all()
     assert first.backing is None and second.backing is None
     assert len(table) == 1
+
+
+def test_every_name_of_a_file_beyond_its_first_is_charged_as_tmpfs_does():
+    table = InodeTable(0o755, 0, 0)
+    root = table[ROOT_INO]
+    inode, _ = make_file(table)
+    sub = table.new(stat.S_IFDIR | 0o755, 0, 0, b"d")
+    table.link(root, b"d", sub)
+    assert table.charged == 2, "the root is not charged"
+    table.link(root, b"g", inode)
+    table.link(sub, b"h", inode)
+    assert table.charged == 4
+    table.link(root, b"renamed", inode)  # a rename links the new name, then unlinks the old one
+    table.unlink(root, b"f")
+    assert table.charged == 4
+    table.unlink(root, b"g")
+    table.unlink(sub, b"h")
+    assert table.charged == 2
+    table.link(root, b"e", sub)
+    table.unlink(root, b"d")
+    assert table.charged == 2, "renaming a directory charges nothing"
+    table.evict_all()
