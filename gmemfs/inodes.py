@@ -10,12 +10,49 @@ takes the kernel long enough to be done off the event loop.
 import itertools
 import stat
 import time
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .guest_memfd import GuestMemfd
 
 ROOT_INO = 1  # FUSE_ROOT_ID
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_ENTRY_COOKIE = 1, 2, 3  # readdir offsets: '.', '..', then the entries
+
+
+class ReaddirCookies:
+    """The readdir position of each name in one directory: a cookie given when the name is
+    linked and never reused, so that a reader paging through while others unlink neither skips
+    nor repeats an entry. A reader resumes from its cookie by bisection: scanning from the start
+    for every chunk made listing 60,000 entries take a second.
+    """
+
+    __slots__ = ("_cookie_of", "_name_at", "_next", "_order")
+
+    def __init__(self) -> None:
+        self._cookie_of: dict[bytes, int] = {}
+        self._name_at: dict[int, bytes] = {}
+        self._order: list[int] = []  # the cookies given, ascending; those of unlinked names until compacted
+        self._next = FIRST_ENTRY_COOKIE
+
+    def add(self, name: bytes) -> None:
+        self._cookie_of[name] = self._next
+        self._name_at[self._next] = name
+        self._order.append(self._next)
+        self._next += 1
+
+    def remove(self, name: bytes) -> None:
+        del self._name_at[self._cookie_of.pop(name)]
+        if len(self._order) > 2 * len(self._name_at) + 64:  # amortized: at most every other entry is dead
+            self._order = [cookie for cookie in self._order if cookie in self._name_at]
+
+    def after(self, cookie: int) -> Iterator[tuple[int, bytes]]:
+        """(cookie, name) of the names after position `cookie`, in link order."""
+        order = self._order
+        for index in range(bisect_right(order, cookie), len(order)):
+            name = self._name_at.get(order[index])
+            if name is not None:
+                yield order[index], name
 
 
 @dataclass(eq=False)
@@ -32,8 +69,7 @@ class Inode:
     mtime_ns: int = 0
     ctime_ns: int = 0
     entries: "dict[bytes, int] | None" = None  # directories only
-    cookies: "dict[bytes, int] | None" = None  # directories only: each entry's readdir position, never reused
-    next_cookie: int = FIRST_ENTRY_COOKIE
+    cookies: "ReaddirCookies | None" = None  # directories only
     parent: int = ROOT_INO  # the directory it was last linked into
     gmem: "GuestMemfd | None" = None  # regular files only
     view_of: int = 0  # a guest view: the inode of the file it shows (see InodeTable.guest_view)
@@ -80,7 +116,14 @@ class InodeTable:
         self._next_fh = itertools.count(1)
         self._extra_links = 0  # names of files beyond each one's first
         root = Inode(
-            ino=ROOT_INO, mode=stat.S_IFDIR | root_mode, uid=uid, gid=gid, name=b"/", nlink=2, entries={}, cookies={}
+            ino=ROOT_INO,
+            mode=stat.S_IFDIR | root_mode,
+            uid=uid,
+            gid=gid,
+            name=b"/",
+            nlink=2,
+            entries={},
+            cookies=ReaddirCookies(),
         )
         self._inodes[ROOT_INO] = root
 
@@ -123,7 +166,7 @@ class InodeTable:
         inode = Inode(ino=next(self._next_ino), mode=mode, uid=uid, gid=gid, name=name, gmem=gmem)
         if inode.is_dir:
             inode.entries = {}
-            inode.cookies = {}
+            inode.cookies = ReaddirCookies()
         self._inodes[inode.ino] = inode
         return inode
 
@@ -131,8 +174,7 @@ class InodeTable:
         if inode.nlink and not inode.is_dir:
             self._extra_links += 1
         directory.entries[name] = inode.ino
-        directory.cookies[name] = directory.next_cookie
-        directory.next_cookie += 1
+        directory.cookies.add(name)
         inode.nlink += 1
         inode.name = name
         inode.parent = directory.ino
@@ -144,7 +186,7 @@ class InodeTable:
 
     def unlink(self, directory: Inode, name: bytes) -> "GuestMemfd | None":
         inode = self._inodes[directory.entries.pop(name)]
-        del directory.cookies[name]
+        directory.cookies.remove(name)
         if inode.nlink > 1 and not inode.is_dir:
             self._extra_links -= 1
         inode.nlink -= 1
@@ -155,16 +197,10 @@ class InodeTable:
         inode.touch(modified=False)
         return self._evict_if_unused(inode)
 
-    def entries_after(self, directory: Inode, cookie: int):
-        """(name, inode, cookie) of the entries after the readdir position `cookie`, in order.
-
-        Positions are cookies given at link time, not list indices, so unlinking while a
-        reader pages through the directory never makes it skip an entry (entries and
-        cookies are both in link order: dicts keep insertion order).
-        """
-        for (name, ino), entry_cookie in zip(directory.entries.items(), directory.cookies.values()):
-            if entry_cookie > cookie:
-                yield name, self._inodes[ino], entry_cookie
+    def entries_after(self, directory: Inode, cookie: int) -> Iterator[tuple[bytes, Inode, int]]:
+        """(name, inode, cookie) of the entries after the readdir position `cookie`, in order."""
+        for entry_cookie, name in directory.cookies.after(cookie):
+            yield name, self._inodes[directory.entries[name]], entry_cookie
 
     def guest_view(self, inode: Inode) -> Inode:
         """The file's guest view: a second inode of the same gmem file, so a second page cache.
