@@ -7,6 +7,7 @@ from .uapi import (
     ABI_PROFILES,
     BASE_PAGE_SIZE,
     DEFAULT_ABI,
+    U64_MAX,
     AbiProfile,
     flags_for_page_size,
     page_order_for_page_size,
@@ -17,10 +18,15 @@ PAGE_SIZES = {"4K": BASE_PAGE_SIZE, "2M": 2 << 20, "1G": 1 << 30}
 
 # Options of mount(8) and fuse(8) that gmemfs passes to the kernel unchanged.
 FUSE_OPTIONS = frozenset({"allow_other", "default_permissions", "rw", "nosuid", "nodev", "noexec", "noatime"})
-# Options mount(8) hands to every helper, meaningless here.
+# Options mount(8) hands to every helper, meaningless here. relatime and nodiratime hold already
+# (FUSE leaves atime to the daemon, which sets it only when asked), and libfuse 3.14 refuses them.
 IGNORED_OPTIONS = frozenset(
     {"suid", "dev", "exec", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults"}
+    | {"relatime", "nodiratime"}
 )
+# The largest valid value of each count: uid_t and gid_t without (uid_t)-1, which means "no id"
+# (tmpfs refuses it as uid=); statfs carries max_files in 64 bits.
+COUNT_MAXIMUM = {"uid": (1 << 32) - 2, "gid": (1 << 32) - 2, "max_files": U64_MAX, "max_huge_pages": U64_MAX}
 
 
 class OptionError(ValueError):
@@ -111,7 +117,7 @@ def parse_mount_options(option_strings: list[str]) -> MountOptions:
             elif name == "busy_poll":
                 options.busy_poll_us = _parse_busy_poll(value)
             elif name in ("max_huge_pages", "max_files", "uid", "gid"):
-                number = _parse_count(item, value)
+                number = _parse_count(item, value, COUNT_MAXIMUM[name])
                 if name in ("uid", "gid"):
                     setattr(options, f"root_{name}", number)
                 else:
@@ -147,9 +153,14 @@ def _parse_page_size(value: str) -> int:
     return size
 
 
-def _parse_count(item: str, value: str) -> int:
-    if not value.isdigit():
-        raise OptionError(f"{item}: expected a whole number")
+def _decimal(value: str) -> bool:
+    """Digits 0-9 only: str.isdigit() also takes '²', which int() refuses."""
+    return value.isascii() and value.isdigit()
+
+
+def _parse_count(item: str, value: str, maximum: int) -> int:
+    if not _decimal(value) or int(value) > maximum:
+        raise OptionError(f"{item}: expected a whole number from 0 to {maximum}")
     return int(value)
 
 
@@ -181,6 +192,6 @@ def _parse_timeout(value: str) -> float:
 
 
 def _parse_busy_poll(value: str) -> int:
-    if not value.isdigit() or int(value) > MAX_BUSY_POLL_US:
+    if not _decimal(value) or int(value) > MAX_BUSY_POLL_US:
         raise OptionError(f"busy_poll={value}: microseconds, from 0 (never poll) to {MAX_BUSY_POLL_US}")
     return int(value)

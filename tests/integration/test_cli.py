@@ -28,7 +28,9 @@ def test_already_mounted(start_gmemfs):
     assert_one_line_error(run(str(daemon.mountpoint)), "already mounted")
 
 
-@pytest.mark.parametrize("option", ["pagesize=3M", "abi=v9", "colour=blue"])
+@pytest.mark.parametrize(
+    "option", ["pagesize=3M", "abi=v9", "colour=blue", "uid=4294967296", "max_files=²", "busy_poll=²"]
+)
 def test_bad_option_mounts_nothing(mountpoint, option):
     assert_one_line_error(run("-o", option, str(mountpoint)), option.split("=")[0])
     assert not is_mounted(mountpoint)
@@ -91,3 +93,8 @@ def test_convert_with_a_number_past_64_bits_is_one_line(start_gmemfs, option):
     os.close(open_gmem(daemon.mountpoint, "vm0", size=4096))
     result = run("convert", option, "99999999999999999999999", str(daemon.mountpoint / "vm0"), "shared")
     assert_one_line_error(result, "99999999999999999999999", "64 bits", command="convert")
+
+
+def test_atime_options_from_fstab_mount(start_gmemfs):
+    daemon = start_gmemfs("-o", "relatime,nodiratime")
+    assert os.listdir(daemon.mountpoint) == []

@@ -31,6 +31,15 @@ def test_options_combine_across_several_o():
     assert "noatime" in options.fuse_options() and "auto" not in options.fuse_options()
 
 
+def test_the_largest_ids_and_counts():
+    options = parse_mount_options(["uid=4294967294,gid=4294967294,max_files=18446744073709551615"])
+    assert (options.root_uid, options.root_gid, options.max_files) == (4294967294, 4294967294, (1 << 64) - 1)
+
+
+def test_atime_options_mount8_passes_on_are_accepted():
+    assert "relatime" not in parse_mount_options(["relatime,nodiratime"]).fuse_options(), "libfuse 3.14 refuses them"
+
+
 def test_busy_poll():
     assert parse_mount_options([]).busy_poll_us == 50
     assert parse_mount_options(["busy_poll=0"]).busy_poll_us == 0
@@ -47,6 +56,8 @@ def test_cache_timeout():
     [
         *("pagesize=3M", "pagesize=", "pagesize", "abi=v9", "colour=blue", "allow_other=1", "cache_timeout=-1"),
         *("busy_poll=-1", "busy_poll=10001", "busy_poll=1.5", "busy_poll"),
+        *("busy_poll=²", "max_files=²", "max_huge_pages=²", "uid=²", "max_size=٣M", "max_files=18446744073709551616"),
+        *("uid=4294967296", "uid=4294967295", "gid=4294967296", "gid=-1"),
     ],
 )
 def test_bad_options_name_themselves(bad):
