@@ -35,6 +35,7 @@ from .rules import (
     converts_anything,
     file_mode,
     first_page_in_use,
+    inherited_group,
     parse_flags_value,
     parse_page_order,
     plan_conversion,
@@ -364,7 +365,8 @@ class GmemOperations(pyfuse3.Operations):
     async def mkdir(self, parent_inode, name, mode, ctx):
         directory = self._new_name(parent_inode, name)
         self._room_for_another_name()
-        inode = self.inodes.new(stat.S_IFDIR | stat.S_IMODE(mode), ctx.uid, ctx.gid, name)
+        gid, mode = inherited_group(stat.S_IFDIR | stat.S_IMODE(mode), directory.mode, directory.gid, ctx.gid)
+        inode = self.inodes.new(mode, ctx.uid, gid, name)
         self.inodes.link(directory, name, inode)
         return self._entry(self.inodes.add_lookup(inode))
 
@@ -377,7 +379,8 @@ class GmemOperations(pyfuse3.Operations):
             options.default_flags, options.abi, self.support, self.quota, options.default_page_order,
             options.backing_page_size,
         )  # fmt: skip
-        inode = self.inodes.new(stat.S_IFREG | file_mode(mode), ctx.uid, ctx.gid, name, gmem)
+        gid, mode = inherited_group(stat.S_IFREG | file_mode(mode), directory.mode, directory.gid, ctx.gid)
+        inode = self.inodes.new(mode, ctx.uid, gid, name, gmem)
         self.inodes.link(directory, name, inode)
         self.inodes.add_lookup(inode)
         fh = self._open_file(inode, flags, ctx)

@@ -283,3 +283,12 @@ def file_mode(mode: int) -> int:
     have to drop. security.capability itself cannot be set (setxattr takes only user.gmem.*).
     """
     return stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID)
+
+
+def inherited_group(mode: int, directory_mode: int, directory_gid: int, caller_gid: int) -> "tuple[int, int]":
+    """The group and mode of a new file or directory, as the kernel's inode_init_owner() decides:
+    in a set-group-ID directory it takes the directory's group, and a new directory the bit too
+    (so that a group-shared tree stays the group's, as on tmpfs)."""
+    if not directory_mode & stat.S_ISGID:
+        return caller_gid, mode
+    return directory_gid, mode | stat.S_ISGID if stat.S_ISDIR(mode) else mode

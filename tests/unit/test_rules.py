@@ -1,3 +1,5 @@
+import stat
+
 import pytest
 from support.syscalls import errno_name
 
@@ -6,6 +8,7 @@ from gmemfs.rules import (
     GmemError,
     check_creation_size,
     check_flags_change,
+    inherited_group,
     page_size_for_flags,
     parse_flags_value,
     plan_fallocate,
@@ -147,3 +150,11 @@ def test_fallocate_plans(mode, offset, length, plan):
 @pytest.mark.parametrize("mode", [KEEP, PUNCH])
 def test_fallocate_on_unsized_file_is_einval(mode):
     assert refused(plan_fallocate, mode, 0, P, P, 0) == "EINVAL"
+
+
+def test_a_set_group_id_directory_gives_new_inodes_its_group_and_new_directories_its_bit():
+    plain, shared = stat.S_IFDIR | 0o755, stat.S_IFDIR | 0o2775
+    assert inherited_group(stat.S_IFREG | 0o600, plain, 100, 5) == (5, stat.S_IFREG | 0o600)
+    assert inherited_group(stat.S_IFREG | 0o600, shared, 100, 5) == (100, stat.S_IFREG | 0o600)
+    assert inherited_group(stat.S_IFDIR | 0o700, shared, 100, 5) == (100, stat.S_IFDIR | 0o2700)
+    assert inherited_group(stat.S_IFDIR | 0o700, plain, 100, 5) == (5, stat.S_IFDIR | 0o700)
