@@ -424,7 +424,7 @@ class GmemOperations(pyfuse3.Operations):
         if name_old not in old_directory.entries:
             raise FUSEError(errno.ENOENT)
         _check_name(name_new)
-        if flags & pyfuse3.RENAME_EXCHANGE:
+        if flags & ~pyfuse3.RENAME_NOREPLACE:  # RENAME_EXCHANGE, and RENAME_WHITEOUT: no device nodes here
             raise FUSEError(errno.EINVAL)
         moving = self.inodes[old_directory.entries[name_old]]
         replaced_ino = new_directory.entries.get(name_new)

@@ -7,8 +7,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support.syscalls import errno_of
+
+from gmemfs.libc import check, libc
 
 GROUP = 65534
+AT_FDCWD = -100
+SYS_RENAMEAT2 = 316  # x86-64
+RENAME_WHITEOUT = 1 << 2
 
 
 @pytest.fixture
@@ -19,6 +25,10 @@ def tmpfs_dir():
     path = Path(tempfile.mkdtemp(dir="/dev/shm", prefix="gmemfs-test-"))
     yield path
     shutil.rmtree(path)
+
+
+def renameat2(old, new, flags) -> None:
+    check(libc.syscall(SYS_RENAMEAT2, AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags), "renameat2")
 
 
 def in_a_set_group_id_directory(root: Path):
@@ -46,3 +56,19 @@ def test_a_set_group_id_directory_hands_its_group_down_and_its_bit_to_subdirecto
         assert in_a_set_group_id_directory(daemon.mountpoint) == expected
     finally:
         os.umask(old_umask)
+
+
+def rename_with_whiteout(root: Path) -> "tuple[str, list[str]]":
+    (root / "a").mkdir()
+    os.close(os.open(root / "a" / "f", os.O_CREAT | os.O_RDWR, 0o600))
+    result = errno_of(renameat2, root / "a" / "f", root / "a" / "g", RENAME_WHITEOUT)
+    return result, sorted(os.listdir(root / "a"))
+
+
+def test_rename_with_a_whiteout_is_einval_and_renames_nothing(start_gmemfs, tmpfs_dir):
+    """tmpfs leaves a whiteout (a 0:0 character device) behind; gmemfs makes no device nodes, so it
+    refuses, as FUSE filesystems without whiteouts do, instead of renaming as if no flag were given."""
+    assert rename_with_whiteout(tmpfs_dir) == ("OK", ["f", "g"])
+    assert stat.S_ISCHR(os.lstat(tmpfs_dir / "a" / "f").st_mode), "the whiteout"
+    daemon = start_gmemfs()
+    assert rename_with_whiteout(daemon.mountpoint) == ("EINVAL", ["f"])
