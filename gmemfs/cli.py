@@ -20,6 +20,7 @@ from .mounts import is_mounted, mount_device
 from .operations import GmemOperations
 from .options import MountOptions, OptionError, parse_mount_options
 from .private_mount import enter_private_mount_namespace
+from .uapi import ABI_PROFILES, DEFAULT_ABI
 from .units import format_size
 
 log = logging.getLogger("gmemfs")
@@ -41,6 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "
+        f"abi={'|'.join(ABI_PROFILES)} (which flag bits mean what, default {DEFAULT_ABI.name}), "
         "allow_other, default_permissions (on; nodefault_permissions turns it off), "
         "cache_timeout=SECONDS (how long the kernel caches names and attributes, default 1), "
         "busy_poll=MICROSECONDS (how long the daemon looks for the next request before it sleeps, "
