@@ -3,13 +3,13 @@
 import errno
 import os
 import subprocess
-import sys
 import tempfile
 
 import pytest
 from support.files import open_gmem
 from support.mount import wait_until
 from support.pools import PAGE_1G, PAGE_2M
+from support.users import AS_NOBODY, gmemfs_for_anyone
 
 from gmemfs import KVM_GUEST_MEMFD_HUGE_1GB, KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
 
@@ -115,24 +115,13 @@ def test_the_daemon_raises_its_soft_open_file_limit_to_the_hard_one(start_gmemfs
 def test_a_non_root_daemon_refuses_huge_pages_at_mount_time():
     tmp_path = tempfile.mkdtemp(prefix="gmemfs-test-nobody-")
     os.chmod(tmp_path, 0o777)
-    result = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            sys.executable,
-            "-m",
-            "gmemfs",
-            "-f",
-            "-o",
-            "pagesize=2M",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    with gmemfs_for_anyone() as gmemfs_command:
+        result = subprocess.run(
+            [*AS_NOBODY, *gmemfs_command, "-f", "-o", "pagesize=2M", tmp_path],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     os.rmdir(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -8,13 +8,13 @@ import sys
 import pytest
 from support.files import open_gmem
 from support.pools import PAGE_1G, PAGE_2M
+from support.users import AS_NOBODY, gmemfs_for_anyone
 
 from gmemfs.hugepages import pool_counters, set_pool_pages
 
 
-def gmemfs(*args, user=None):
-    prefix = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if user else []
-    return subprocess.run([*prefix, sys.executable, "-m", "gmemfs", *args], capture_output=True, text=True, timeout=30)
+def gmemfs(*args):
+    return subprocess.run([sys.executable, "-m", "gmemfs", *args], capture_output=True, text=True, timeout=30)
 
 
 @pytest.fixture
@@ -85,6 +85,9 @@ def test_never_shrinks_below_reserved_pages(restore_pools, start_gmemfs):
 
 def test_non_root_cannot_change_pools(restore_pools):
     before = pool_counters(PAGE_2M).total
-    result = gmemfs("pool", f"2M={before + 1}", user=65534)  # nobody
+    with gmemfs_for_anyone() as gmemfs_command:
+        result = subprocess.run(
+            [*AS_NOBODY, *gmemfs_command, "pool", f"2M={before + 1}"], capture_output=True, text=True
+        )
     assert result.returncode == 1 and "only root" in result.stderr
     assert pool_counters(PAGE_2M).total == before
