@@ -27,6 +27,13 @@ def enter_private_mount_namespace(supervisor: int) -> None:
         raise SystemExit(1)
 
 
+def root_is_a_mount_point() -> bool:
+    """Whether / is the root of a mount. In a plain chroot it is a directory inside one, whose
+    propagation cannot be changed from there (mount(/, MS_REC|MS_PRIVATE) is EINVAL)."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        return any(line.split()[4] == "/" for line in mountinfo)
+
+
 def path_in(pid: int, path: str) -> str:
     """path as process pid sees it, from any mount namespace."""
     return f"/proc/{pid}/root{path}"

@@ -28,7 +28,7 @@ import trio
 from .daemon import DaemonError, DaemonProcess
 from .exec_trapped import TERMINAL_SIGNALS
 from .options import OptionError, parse_mount_options
-from .private_mount import path_in
+from .private_mount import path_in, root_is_a_mount_point
 from .seccomp import Listener
 from .supervisor import GuestMemfdSupervisor
 from .uapi import ABI_PROFILES, XATTR_ABI
@@ -41,6 +41,10 @@ class RunError(Exception):
 
 
 RUN_FAILED = 125
+NOT_A_MOUNT_POINT = (
+    "/ is not a mount point (a chroot?), so the private mount cannot be kept from other mount namespaces: "
+    "make the root a mount first (mount --bind DIR DIR; chroot DIR) or serve the run from a mount (--mount DIR)"
+)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -166,6 +170,8 @@ def main(argv: list[str]) -> int:
                 raise RunError("-o applies to the private mount: with --mount, the mount's own options hold")
             path, profile = os.path.abspath(args.mount), mount_profile(args.mount)
         else:
+            if not root_is_a_mount_point():
+                raise RunError(NOT_A_MOUNT_POINT)
             daemon = PrivateDaemon(args.options)
             path, profile = daemon.path, options.abi
         # From here on a signal must not kill us before PROGRAM can get it: held back until

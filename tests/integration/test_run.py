@@ -368,6 +368,43 @@ def test_a_missing_program_is_127_and_bad_options_125():
     assert result.returncode == 125 and "abi=nonsense" in result.stderr
 
 
+# A plain chroot of this machine: every top-level directory bound under ROOT, which itself is
+# not a mount point (unless asked to be: ROOT bound onto itself, as the refusal suggests).
+CHROOT_OF_THIS_MACHINE = """
+set -e
+root=$1 bind_root=$2
+shift 2
+mkdir -p "$root"
+[ "$bind_root" = no ] || mount --bind "$root" "$root"
+for dir in /*; do
+    name=${dir#/}
+    if [ -L "$dir" ]; then ln -s "$(readlink "$dir")" "$root/$name"
+    elif [ -d "$dir" ]; then mkdir "$root/$name" && mount --rbind "$dir" "$root/$name"
+    fi
+done
+exec chroot "$root" "$@"
+"""
+
+
+def in_a_chroot(root, *command: str, root_is_a_mount: bool = False) -> subprocess.CompletedProcess:
+    """command in a chroot of this machine, in a mount namespace that ends with it."""
+    script = ["sh", "-c", CHROOT_OF_THIS_MACHINE, "sh", str(root), "yes" if root_is_a_mount else "no"]
+    return subprocess.run(["unshare", "--mount", *script, *command], capture_output=True, text=True, timeout=120)
+
+
+def test_in_a_chroot_whose_root_is_no_mount_point_the_refusal_is_one_line(tmp_path):
+    """Before: tracebacks of mount(/, MS_REC|MS_PRIVATE): EINVAL and exit status 1."""
+    result = in_a_chroot(tmp_path / "root", *GMEMFS, "run", "--", "true")
+    assert result.returncode == 125, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmemfs run: / is not a mount point"), result.stderr
+
+
+def test_in_a_chroot_whose_root_is_a_mount_the_run_works(tmp_path):
+    result = in_a_chroot(tmp_path / "root", *GMEMFS, "run", "--", "true", root_is_a_mount=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_sigterm_to_gmemfs_run_reaches_the_program():
     run = subprocess.Popen(
         [*GMEMFS, "run", "--", "sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done"],
