@@ -76,8 +76,7 @@ class PrivateDaemon(DaemonProcess):
         command = [sys.executable, "-m", "gmemfs", "-f", "--private-for", str(os.getpid()), *options, mountpoint]
         try:
             super().__init__(command, mountpoint, private=True, stdin=subprocess.DEVNULL, start_new_session=True)
-        except DaemonError as error:
-            os.rmdir(mountpoint)
+        except DaemonError as error:  # stop() has removed the mountpoint
             raise RunError(f"the gmemfs daemon did not mount: {error}") from None
 
     @property

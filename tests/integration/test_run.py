@@ -405,6 +405,17 @@ def test_in_a_chroot_whose_root_is_a_mount_the_run_works(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_a_daemon_that_cannot_mount_is_one_line_and_125():
+    """Before: the daemon's one line, then a FileNotFoundError traceback (its mountpoint removed
+    twice) and exit status 1."""
+    hide_1g_pool = "mount -t tmpfs none /sys/kernel/mm/hugepages && mkdir /sys/kernel/mm/hugepages/hugepages-2048kB"
+    script = f"{hide_1g_pool} && exec {' '.join(GMEMFS)} run -o pagesize=1G -- true"
+    result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 125, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].endswith("gmemfs: pagesize=1G: this machine has no 1G huge pages"), lines
+
+
 def test_sigterm_to_gmemfs_run_reaches_the_program():
     run = subprocess.Popen(
         [*GMEMFS, "run", "--", "sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.05; done"],
