@@ -27,6 +27,7 @@ SYS_SECCOMP = 317
 PR_SET_NO_NEW_PRIVS = 38
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5  # Linux 5.19
 AUDIT_ARCH_X86_64 = 0xC000003E
 
 SECCOMP_RET_ALLOW = 0x7FFF0000
@@ -133,12 +134,20 @@ class _SockFprog(ctypes.Structure):
 
 def install_filter(program: bytes) -> int:
     """Install the filter on this process (inherited by its threads, children and exec) and
-    return the listener fd. Sets no_new_privs, which seccomp requires of non-root callers."""
+    return the listener fd. Sets no_new_privs, which seccomp requires of non-root callers.
+
+    WAIT_KILLABLE_RECV: once the supervisor has received a trapped call, only a fatal signal
+    takes it away, as from a KVM ioctl, which no signal interrupts. Without it, a signal
+    makes the call vanish mid-answer and come back (SA_RESTART) as a new one.
+    """
     check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
     buffer = ctypes.create_string_buffer(program)
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
-    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER
+    flags = SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
     listener = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    if listener < 0 and ctypes.get_errno() == errno.EINVAL:  # before 5.19: interruptible to the end
+        flags &= ~SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+        listener = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
     return check(listener, "seccomp(SET_MODE_FILTER, NEW_LISTENER)")
 
 
@@ -219,8 +228,9 @@ class Listener:
         self._send(_RESP.pack(notification.id, value if not err else 0, -err if err else 0, 0))
 
     def restart(self, notification: Notification) -> None:
-        """The call leaves seccomp to be made again (after a ptrace stop: see injection.py)."""
-        self.reply(notification, err=ERESTARTNOINTR)
+        """The call leaves seccomp to be made again (after a ptrace stop: see injection.py).
+        OSError (ENOENT) if it is gone: only a fatal signal takes a received call away."""
+        fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_SEND, _RESP.pack(notification.id, 0, -ERESTARTNOINTR, 0))
 
     def let_kernel_run(self, notification: Notification) -> None:
         """The call goes to the kernel as the program made it (or as we rewrote its memory)."""

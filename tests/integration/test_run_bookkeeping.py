@@ -1,0 +1,45 @@
+"""gmemfs run keeps only what the kernel's answer confirms (issue 17, section 3).
+
+Each case is a program the kernel answers one way natively, run under the real `gmemfs run`:
+signals during trapped calls, calls from a process whose mm is not the VM's, structs in memory
+the program may not read or write, VMs and files the program closed, children that outlive
+the first process, /dev/kvm through another node, and how a run fails or is killed.
+"""
+
+import subprocess
+
+import pytest
+from support.kvm import why_no_kvm
+from support.pools import PAGE_2M
+from support.programs import static_program
+from support.run import gmemfs_run, leftovers
+
+from gmemfs.hugepages import pool_counters
+
+pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(huge_pools):
+    before = pool_counters(PAGE_2M)
+    yield
+    assert leftovers(before) == []
+
+
+# ---- signals ------------------------------------------------------------------------------------
+
+
+def test_a_timer_signal_during_memslot_calls_changes_no_answer():
+    """Before: a 100 us SIGALRM (SA_RESTART) made hundreds of 2,000 create/delete pairs fail with
+    EINVAL (the struct rewritten and the slot recorded before the call reached KVM, then the
+    restarted call saw both); later, a thread held by ptrace when its call vanished hung the run.
+    A KVM ioctl is never interrupted: once the supervisor has the call, only a fatal signal may
+    take it away (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)."""
+    program = [str(static_program("memslot_signals")), "2000", "100"]
+    native = subprocess.run(program, capture_output=True, text=True, timeout=60)
+    assert native.stdout.startswith("failed=0 "), native.stdout
+    result = gmemfs_run("-o", "abi=upstream", program=program, timeout=120)
+    assert result.returncode == 0, result.stderr
+    failed, _first_errno, signals = result.stdout.split()
+    assert failed == "failed=0", result.stdout
+    assert int(signals.split("=")[1]) > 100, "the timer fired during the calls"
