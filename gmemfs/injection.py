@@ -87,6 +87,7 @@ class ThreadTakeover:
         self.saved = Registers()
         self.scratch = 0
         self.attached = False
+        self.held = False  # stopped for us: registers read, nothing of ours run yet or done
 
     def seize(self) -> None:
         """Before the trapped call is answered: attach and ask for a stop."""
@@ -107,6 +108,7 @@ class ThreadTakeover:
         if not os.WIFSTOPPED(status):
             self.attached = False
             raise OSError(errno.ESRCH, f"thread {self.tid} ended while gmemfs run held it")
+        self.held = True
         _ptrace(PTRACE_GETREGS, self.tid, 0, ctypes.addressof(self.saved))
         if read_memory(self.tgid, self.saved.rip - 2, 2) != SYSCALL_INSTRUCTION:
             raise OSError(errno.ENOSYS, "the trapped call did not come in by a syscall instruction")
@@ -128,11 +130,16 @@ class ThreadTakeover:
             if os.WSTOPSIG(status) == signal.SIGTRAP and status >> 16 == 0:
                 break
             if status >> 16 == 0:  # a signal for the program: it gets it when we let go
-                self.signals.append(os.WSTOPSIG(status))
+                self._hold_back(os.WSTOPSIG(status))
             _ptrace(PTRACE_SINGLESTEP, self.tid)
         _ptrace(PTRACE_GETREGS, self.tid, 0, ctypes.addressof(regs))
         result = regs.rax
         return result - (1 << 64) if result >= 1 << 63 else result
+
+    def _hold_back(self, signum: int) -> None:
+        """A standard signal is pending once however often it came, as it would have been natively."""
+        if signum >= signal.SIGRTMIN or signum not in self.signals:
+            self.signals.append(signum)
 
     def ioctl(self, fd: int, request: int, argument: int) -> int:
         """An ioctl the program's filter lets through (the cookie rides in the unused fourth argument)."""
@@ -148,6 +155,20 @@ class ThreadTakeover:
             self.scratch = address
         write_memory(self.tgid, self.scratch, data)
         return self.ioctl(fd, request, self.scratch)
+
+    def abandon(self) -> None:
+        """Let the thread go untouched, after a failure before any call of ours ran in it."""
+        if not self.attached:
+            return
+        self.attached = False
+        if not self.held:  # the stop we asked for is still to come, or the thread's end
+            _, status = os.waitpid(self.tid, WALL)
+            if not os.WIFSTOPPED(status):
+                return
+        try:
+            _ptrace(PTRACE_DETACH, self.tid)
+        except OSError:  # killed meanwhile
+            pass
 
     def finish(self, result: int) -> None:
         """Let the thread go: its trapped call returns `result` (a value, or -errno)."""
