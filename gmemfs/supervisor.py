@@ -237,7 +237,8 @@ class GuestMemfdSupervisor:
             self.listener.restart(notification)  # the call leaves seccomp and the thread stops for us
             takeover.stopped()
         except OSError as error:
-            log.info("gmemfs run: thread %d went away while taken over: %s", notification.pid, error)
+            log.info("gmemfs run: thread %d could not be taken over: %s", notification.pid, error)
+            takeover.abandon()
             return
         result = -errno.EIO
         try:
