@@ -11,6 +11,7 @@ import mmap
 import os
 import struct
 import sys
+import time
 
 KVMIO = 0xAE
 KVM_CREATE_VM = 0xAE01
@@ -39,8 +40,8 @@ def result(call, *args):
     return "OK" if isinstance(value, bytes) else value
 
 
-def kvm() -> int:
-    return os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+def kvm(device: str = "/dev/kvm") -> int:
+    return os.open(device, os.O_RDWR | os.O_CLOEXEC)
 
 
 KVM_X86_SW_PROTECTED_VM = 1
@@ -49,8 +50,12 @@ KVM_GMEM_CONVERT_PRIVATE = 0xC040AF42
 MADV_DONTNEED = 4
 
 
-def create_vm(vm_type: int = 0) -> int:
-    return fcntl.ioctl(kvm(), KVM_CREATE_VM, vm_type)
+def create_vm(vm_type: int = 0, device: str = "/dev/kvm") -> int:
+    system = kvm(device)
+    try:
+        return fcntl.ioctl(system, KVM_CREATE_VM, vm_type)
+    finally:
+        os.close(system)
 
 
 def create_guest_memfd(vm: int, size: int, flags: int = 0, page_order: int = 0) -> int:
@@ -72,10 +77,11 @@ def check_extension(fd, capability):
     return fcntl.ioctl(fd, KVM_CHECK_EXTENSION, capability)
 
 
-def scenario_caps(capabilities):
-    """Each capability on /dev/kvm, a type-0 VM and a SW_PROTECTED VM (or why that VM is missing)."""
-    system, vm = kvm(), create_vm()
-    private_vm = result(create_vm, KVM_X86_SW_PROTECTED_VM)
+def scenario_caps(capabilities, device="/dev/kvm"):
+    """Each capability on /dev/kvm (or another node of it), a type-0 VM and a SW_PROTECTED VM
+    (or why that VM is missing)."""
+    system, vm = kvm(device), create_vm(0, device)
+    private_vm = result(create_vm, KVM_X86_SW_PROTECTED_VM, device)
     answers = {}
     for cap in capabilities:
         answers[str(cap)] = [result(check_extension, system, cap), result(check_extension, vm, cap)]
@@ -405,6 +411,176 @@ def scenario_conversions(flags, size):
     out["page_2_shared"] = convert(gmem, KVM_GMEM_CONVERT_SHARED, 0x4000, 0x1000)
     out["host_reads"] = [chr(memory[page]) for page in pages]
     return out
+
+
+# ---- what the kernel's answer confirms (issue 17, section 3) -----------------------------------
+
+CAP_GUEST_MEMFD = 234
+PROT_NONE = 0
+
+
+def scenario_forked_child(vm_type=0):
+    """A forked child uses its parent's VM fd (KVM: EIO for every VM ioctl from another mm);
+    then the parent binds the file as it always could."""
+    vm = create_vm(vm_type)
+    gmem = create_guest_memfd(vm, 0x4000)
+    memory = mmap.mmap(-1, 0x4000)
+    uaddr = _address(memory)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        child = {
+            "check_extension": result(check_extension, vm, CAP_GUEST_MEMFD),
+            "create_guest_memfd": result(create_guest_memfd, vm, 0x4000),
+            "set_region": result(set_region, vm, 1, KVM_MEM_GUEST_MEMFD, 0x100000, 0x4000, uaddr, 0, gmem),
+            "set_attributes": result(set_attributes, vm, 0x100000, 0x4000, KVM_MEMORY_ATTRIBUTE_PRIVATE),
+        }
+        os.write(write_end, json.dumps(child).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child = json.loads(os.read(read_end, 4096))
+    parent = result(set_region, vm, 1, KVM_MEM_GUEST_MEMFD, 0x100000, 0x4000, uaddr, 0, gmem)
+    return {"child": child, "parent_binds": parent}
+
+
+def scenario_reused_fd_number(vm_type=0):
+    """A slot is deleted after the number of the guest_memfd it bound went to another file
+    (KVM ignores guest_memfd when deleting); then a new slot takes the same guest physical range."""
+    vm = create_vm(vm_type)
+    gmem = create_guest_memfd(vm, 0x4000)
+    memory = mmap.mmap(-1, 0x4000)
+    uaddr = _address(memory)
+    out = {"bind": result(set_region, vm, 1, KVM_MEM_GUEST_MEMFD, 0x100000, 0x4000, uaddr, 0, gmem)}
+    os.close(gmem)
+    other = os.open("/dev/null", os.O_RDONLY)
+    out["number_reused"] = other == gmem
+    out["delete"] = result(set_region, vm, 1, KVM_MEM_GUEST_MEMFD, 0x100000, 0, uaddr, 0, other)
+    second = create_guest_memfd(vm, 0x4000)
+    out["new_slot_same_range"] = result(set_region, vm, 2, KVM_MEM_GUEST_MEMFD, 0x100000, 0x4000, uaddr, 0, second)
+    return out
+
+
+def _libc():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+def _page_holding(data: bytes, prot: int) -> int:
+    """The address of a private anonymous page that holds data and then gets protection prot."""
+    import ctypes
+
+    libc = _libc()
+    address = libc.mmap(
+        None, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0
+    )
+    ctypes.memmove(address, data, len(data))
+    assert libc.mprotect(address, mmap.PAGESIZE, prot) == 0, ctypes.get_errno()
+    return address
+
+
+def _read_only_file_page_holding(data: bytes) -> int:
+    """The address of a read-only shared mapping of a file that holds data."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as file:
+        file.write(data.ljust(mmap.PAGESIZE, b"\0"))
+        file.flush()
+        return _libc().mmap(None, mmap.PAGESIZE, mmap.PROT_READ, mmap.MAP_SHARED, file.fileno(), 0)
+
+
+def raw_ioctl(fd: int, request: int, address: int) -> int:
+    """ioctl(2) with a pointer the caller chose (fcntl.ioctl takes only a C int or a buffer)."""
+    import ctypes
+
+    libc = _libc()
+    value = libc.ioctl(fd, ctypes.c_ulong(request), ctypes.c_void_p(address))
+    if value < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return value
+
+
+def _region(slot, flags, gpa, size, uaddr=0, offset=0, gmem=0) -> bytes:
+    return struct.pack("=IIQQQQII14Q", slot, flags, gpa, size, uaddr, offset, gmem, 0, *[0] * 14)
+
+
+def scenario_prot_none_region(vm_type=0):
+    """A region struct the program cannot read: EFAULT, and nothing recorded; then the same slot
+    from readable memory."""
+    vm = create_vm(vm_type)
+    gmem = create_guest_memfd(vm, 0x4000)
+    memory = mmap.mmap(-1, 0x4000)
+    region = _region(1, KVM_MEM_GUEST_MEMFD, 0x100000, 0x4000, _address(memory), 0, gmem)
+    return {
+        "unreadable": result(raw_ioctl, vm, KVM_SET_USER_MEMORY_REGION2, _page_holding(region, PROT_NONE)),
+        "readable": result(fcntl.ioctl, vm, KVM_SET_USER_MEMORY_REGION2, region),
+    }
+
+
+def scenario_protections(vm_type=0):
+    """The kernel reads the program's structs with the program's own rights (copy_from_user) and
+    never writes a struct it only reads."""
+    import ctypes
+
+    vm = create_vm(vm_type)
+    gmem = create_guest_memfd(vm, 0x8000)
+    memory = mmap.mmap(-1, 0x8000)
+    uaddr = _address(memory)
+    creation = struct.pack("=QQ6Q", 0x4000, 0, *[0] * 6)
+    region = _region(1, KVM_MEM_GUEST_MEMFD, 0x100000, 0x4000, uaddr, 0, gmem)
+    read_only = _page_holding(region, mmap.PROT_READ)
+    in_file = _read_only_file_page_holding(
+        _region(2, KVM_MEM_GUEST_MEMFD, 0x200000, 0x4000, uaddr + 0x4000, 0x4000, gmem)
+    )
+    return {
+        "create_in_prot_none": result(raw_ioctl, vm, KVM_CREATE_GUEST_MEMFD, _page_holding(creation, PROT_NONE)),
+        "region_in_read_only_memory": result(raw_ioctl, vm, KVM_SET_USER_MEMORY_REGION2, read_only),
+        "read_only_region_unchanged": ctypes.string_at(read_only, len(region)) == region,
+        "region_in_read_only_file_mapping": result(raw_ioctl, vm, KVM_SET_USER_MEMORY_REGION2, in_file),
+    }
+
+
+def scenario_closed_vms(count, size, flags, vm_type=0):
+    """count times: a VM, a guest_memfd bound to it, both closed. The answer of the first
+    creation that failed, and how many worked."""
+    memory = mmap.mmap(-1, size)
+    for number in range(count):
+        vm = result(create_vm, vm_type)
+        if isinstance(vm, str):
+            return {"worked": number, "failed": f"VM {number}: {vm}"}
+        gmem = result(create_guest_memfd, vm, size, flags)
+        if isinstance(gmem, str):
+            return {"worked": number, "failed": f"guest_memfd {number}: {gmem}"}
+        bound = result(set_region, vm, 0, KVM_MEM_GUEST_MEMFD, 0, size, _address(memory), 0, gmem)
+        if bound != "OK":
+            return {"worked": number, "failed": f"slot {number}: {bound}"}
+        os.close(gmem)
+        os.close(vm)
+    return {"worked": count, "failed": None}
+
+
+def scenario_daemonize(flags=0):
+    """As `qemu -daemonize`: the first process makes guest memory, forks and exits; its child goes
+    on using that memory and makes a VM and more memory of its own, then reports on stdout."""
+    gmem = create_guest_memfd(create_vm(), 0x4000, flags)
+    parent = os.getpid()
+    if os.fork():
+        os._exit(3)
+    while os.getppid() == parent:
+        time.sleep(0.01)
+    time.sleep(0.2)  # the first process has been reaped: a run that ended with it is gone too
+    out = {
+        "fallocate": result(fcntl_fallocate, gmem, 1, 0, 0x1000) or "OK",  # KEEP_SIZE
+        "size": result(lambda: os.fstat(gmem).st_size),
+        "new_guest_memfd": result(lambda: os.fstat(create_guest_memfd(create_vm(), 0x2000, flags)).st_size),
+    }
+    print(json.dumps(out), flush=True)
+    os._exit(0)
 
 
 def main(argv):
