@@ -315,7 +315,8 @@ class GuestMemfdSupervisor:
             return KERNEL  # EFAULT, from the kernel itself
         region = MemoryRegion(*fields[:7])
         vm = self._vm(call)
-        gmem = self._gmem_file(call.pid, region, vm) if version == 2 and region.flags & KVM_MEM_GUEST_MEMFD else None
+        binds = version == 2 and region.flags & KVM_MEM_GUEST_MEMFD and self._creates_slot(vm, region)
+        gmem = self._gmem_file(call.pid, region, vm) if binds else None
         if gmem is KERNEL:
             return KERNEL  # a guest_memfd that is not ours: the kernel's own business
         involved = vm.memslots.involves_guest_memfd(region)
@@ -590,6 +591,12 @@ class GuestMemfdSupervisor:
     @staticmethod
     def _flags(fd: int) -> int:
         return parse_flags_value(os.getxattr(fd, XATTR_FLAGS))
+
+    @staticmethod
+    def _creates_slot(vm: Vm, region: MemoryRegion) -> bool:
+        """Only a new slot binds a file (kvm_gmem_bind() for KVM_MR_CREATE): a deletion or a change
+        never looks at guest_memfd, whatever that number names by now."""
+        return bool(region.memory_size) and region.slot_key not in vm.memslots.slots
 
     def _gmem_file(self, pid: int, region: MemoryRegion, vm: Vm):
         """What KVM would find behind region.guest_memfd: ours (GmemFile), nothing (EBADF), or not ours."""
