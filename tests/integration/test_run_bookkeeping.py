@@ -6,13 +6,14 @@ the program may not read or write, VMs and files the program closed, children th
 the first process, /dev/kvm through another node, and how a run fails or is killed.
 """
 
+import json
 import subprocess
 
 import pytest
 from support.kvm import why_no_kvm
 from support.pools import PAGE_2M
-from support.programs import static_program
-from support.run import gmemfs_run, leftovers
+from support.programs import kvm_client, static_program
+from support.run import gmemfs_run, leftovers, run_json
 
 from gmemfs.hugepages import pool_counters
 
@@ -43,3 +44,22 @@ def test_a_timer_signal_during_memslot_calls_changes_no_answer():
     failed, _first_errno, signals = result.stdout.split()
     assert failed == "failed=0", result.stdout
     assert int(signals.split("=")[1]) > 100, "the timer fired during the calls"
+
+
+# ---- slots: what KVM did, not what was asked ----------------------------------------------------
+
+
+def test_a_slot_deleted_after_its_guest_memfd_number_was_reused_is_gone():
+    """Before: the deletion named a number that was /dev/null by then, so it went to KVM
+    unrecorded; the slot stayed in the books and a new slot at its place failed with EEXIST."""
+    expected = {"bind": "OK", "number_reused": True, "delete": "OK", "new_slot_same_range": "OK"}
+    assert json.loads(subprocess.run(kvm_client("reused_fd_number"), capture_output=True, text=True).stdout) == expected
+    assert run_json("-o", "abi=upstream", program=kvm_client("reused_fd_number")) == expected
+
+
+def test_a_region_struct_the_program_cannot_read_is_efault_and_leaves_no_slot():
+    """Before: the struct was read through /proc/PID/mem (which ignores PROT_NONE) and recorded,
+    KVM answered EFAULT, and the valid call that followed failed with EINVAL."""
+    expected = {"unreadable": "EFAULT", "readable": "OK"}
+    assert json.loads(subprocess.run(kvm_client("prot_none_region"), capture_output=True, text=True).stdout) == expected
+    assert run_json("-o", "abi=upstream", program=kvm_client("prot_none_region")) == expected
