@@ -9,6 +9,7 @@ trapped call is still waiting before acting on it.
 import ctypes
 import errno
 import os
+from dataclasses import dataclass
 
 from .libc import check, libc
 
@@ -16,6 +17,7 @@ SYS_KCMP = 312
 SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438
 KCMP_FILE = 0
+KCMP_VM = 1
 
 
 class _IoVec(ctypes.Structure):
@@ -89,6 +91,39 @@ def same_file(our_fd: int, pid: int, fd: int) -> bool:
     """Whether pid's fd is the very open file behind our_fd (kcmp KCMP_FILE)."""
     result = libc.syscall(SYS_KCMP, os.getpid(), pid, KCMP_FILE, our_fd, fd)
     return result == 0
+
+
+def same_mm(pid: int, other: int) -> bool:
+    """Whether two threads share one address space (kcmp KCMP_VM): KVM's test for a VM's owner."""
+    return libc.syscall(SYS_KCMP, pid, other, KCMP_VM, 0, 0) == 0
+
+
+def start_time(pid: int) -> "int | None":
+    """When the process started (clock ticks since boot; None if it is gone): a reused pid has another."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return int(stat.read().rsplit(b")", 1)[1].split()[19])  # field 22, counted after the comm
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+@dataclass(frozen=True)
+class KnownProcess:
+    """A process as we met it: its pid and its start time, which a later owner of the pid lacks."""
+
+    pid: int
+    started: int
+
+    @classmethod
+    def of_thread(cls, tid: int) -> "KnownProcess":
+        pid = thread_group(tid)
+        started = start_time(pid)
+        if started is None:
+            raise OSError(errno.ESRCH, f"process {pid} is gone")
+        return cls(pid, started)
+
+    def alive(self) -> bool:
+        return start_time(self.pid) == self.started
 
 
 def mapped_file_offset(pid: int, address: int, file: os.stat_result) -> "int | None":
