@@ -47,7 +47,17 @@ from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piec
 from .ranges import RangeSet, parse_ranges
 from .rules import GmemError, check_creation_size, file_geometry, parse_flags_value
 from .seccomp import Listener, Notification
-from .tracee import copy_fd, fd_stat, fd_target, mapped_file_offset, read_memory, same_file, thread_group
+from .tracee import (
+    KnownProcess,
+    copy_fd,
+    fd_stat,
+    fd_target,
+    mapped_file_offset,
+    read_memory,
+    same_file,
+    same_mm,
+    thread_group,
+)
 from .uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
@@ -111,6 +121,7 @@ class InThread:
     work: Callable[[ThreadTakeover, "list[int]"], int]
     install: tuple[int, ...] = ()
     close_after_install: tuple[int, ...] = ()  # ours, needed no more once the program has its copy
+    or_kernel: bool = False  # if the thread cannot be taken over (traced already), the kernel runs the call
 
 
 @dataclass
@@ -132,10 +143,15 @@ class EmulatedSlot:
 
 @dataclass
 class Vm:
-    """One of the program's VMs, known by our copy of its fd (kcmp compares open files)."""
+    """One of the program's VMs, known by our copy of its fd (kcmp compares open files).
+
+    creator: the process whose thread made it. KVM binds a VM to its creator's mm and answers
+    EIO to a VM ioctl from any other (kvm_vm_ioctl()); None for a VM we did not see created
+    (the program was traced, so its thread could not make it for us): anyone may use it."""
 
     fd: int
     memslots: Memslots
+    creator: "KnownProcess | None" = None
     private: bool = False  # created as a VM type with private memory, emulated on a type-0 VM
     bound_files: dict[int, int] = field(default_factory=dict)  # gmemfs inode -> our fd, while a slot binds it
     private_gpas: RangeSet = field(default_factory=RangeSet)  # KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)
@@ -227,8 +243,11 @@ class GuestMemfdSupervisor:
             takeover = ThreadTakeover(notification.pid, thread_group(notification.pid), self.listener.cookie)
             takeover.seize()
         except OSError as error:
-            log.warning("gmemfs run: ioctl %#x of thread %d: %s", notification.request, notification.pid, error)
-            self.listener.reply(notification, err=error.errno or errno.EIO)
+            if error.errno == errno.EPERM and job.or_kernel:
+                self.listener.let_kernel_run(notification)
+            else:
+                log.warning("gmemfs run: ioctl %#x of thread %d: %s", notification.request, notification.pid, error)
+                self.listener.reply(notification, err=error.errno or errno.EIO)
             return
         finally:
             for fd in job.close_after_install:
@@ -258,25 +277,29 @@ class GuestMemfdSupervisor:
     # ---- the trapped ioctls ---------------------------------------------------------
 
     def create_vm(self, call: Notification):
-        """KVM_CREATE_VM: a type with private memory becomes a type-0 VM made by the program's own
-        thread (KVM ties a VM to its creator's mm), which we remember as private."""
-        vm_type = call.argument & 0xFFFFFFFF
-        if vm_type not in EMULATED_VM_TYPES or not self._is_kvm_device(call.pid, call.fd):
+        """KVM_CREATE_VM, made by the program's own thread, so that we know the VM and its creator
+        (KVM ties a VM to its creator's mm). A type with private memory becomes a type-0 VM, which
+        we remember as private."""
+        if not self._is_kvm_device(call.pid, call.fd):
             return KERNEL
+        private = call.argument & 0xFFFFFFFF in EMULATED_VM_TYPES
 
         def create(takeover: ThreadTakeover, _theirs) -> int:
-            fd = takeover.ioctl(call.fd, KVM_CREATE_VM, 0)
+            fd = takeover.ioctl(call.fd, KVM_CREATE_VM, 0 if private else call.argument)
             if fd >= 0:
-                self.vms.append(Vm(copy_fd(call.pid, fd), Memslots(1, self.profile.bound_range_errno), private=True))
+                creator = KnownProcess.of_thread(call.pid)
+                self.vms.append(Vm(copy_fd(call.pid, fd), self._memslots(private), creator, private=private))
             return fd
 
-        return InThread(create)
+        return InThread(create, or_kernel=not private)
 
     def check_extension(self, call: Notification):
         if self._is_kvm_device(call.pid, call.fd):
             vm_private = None
         elif fd_target(call.pid, call.fd) == VM_FD:
             vm = self._known_vm(call)
+            if vm and not self._in_vms_mm(vm, call):
+                return KERNEL  # EIO
             vm_private = bool(vm and vm.private)
         else:
             return KERNEL
@@ -289,10 +312,12 @@ class GuestMemfdSupervisor:
         """kvm_gmem_create(): flags (and hugetlb-2025's page_order) first, then the size, then a file of this VM."""
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
+        vm = self._vm(call)
+        if not self._in_vms_mm(vm, call):
+            return KERNEL  # EIO
         size, flags, page_order, *_reserved = struct.unpack(
             KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
         )
-        vm = self._vm(call)
         if vm.private and flags & self.profile.private_vm_invalid_flags:
             raise GmemError(errno.EINVAL, f"flags {flags:#x} are not valid for a VM with private memory")
         page_order = page_order if self.profile.page_order else 0  # reserved, and unchecked, elsewhere
@@ -305,6 +330,9 @@ class GuestMemfdSupervisor:
     def set_memory_region(self, call: Notification):
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
+        vm = self._vm(call)
+        if not self._in_vms_mm(vm, call):
+            return KERNEL  # EIO
         version = 2 if call.request == KVM_SET_USER_MEMORY_REGION2 else 1
         layout = KVM_USER_MEMORY_REGION2_STRUCT if version == 2 else KVM_USER_MEMORY_REGION_STRUCT
         try:
@@ -314,7 +342,6 @@ class GuestMemfdSupervisor:
                 raise
             return KERNEL  # EFAULT, from the kernel itself
         region = MemoryRegion(*fields[:7])
-        vm = self._vm(call)
         binds = version == 2 and region.flags & KVM_MEM_GUEST_MEMFD and self._creates_slot(vm, region)
         gmem = self._gmem_file(call.pid, region, vm) if binds else None
         if gmem is KERNEL:
@@ -366,10 +393,12 @@ class GuestMemfdSupervisor:
         then the emulated slots laid out anew."""
         if fd_target(call.pid, call.fd) != VM_FD:
             return KERNEL
+        vm = self._vm(call)
+        if not self._in_vms_mm(vm, call):
+            return KERNEL  # EIO
         if KVM_SET_MEMORY_ATTRIBUTES2 in self.profile.conversion_ioctls:  # v7 with kvm.vm_memory_attributes=0
             raise GmemError(errno.ENOTTY, "KVM_SET_MEMORY_ATTRIBUTES: attributes live on the guest_memfd")
         address, size, attributes, flags = struct.unpack(KVM_MEMORY_ATTRIBUTES_STRUCT, self._read(call, 32))
-        vm = self._vm(call)
         supported = self.profile.capability(KVM_CAP_MEMORY_ATTRIBUTES, vm.private) or 0
         if flags or attributes & ~supported:
             raise GmemError(errno.EINVAL, "memory attributes: unknown flags or attributes")
@@ -581,12 +610,28 @@ class GuestMemfdSupervisor:
         return next((vm for vm in self.vms if same_file(vm.fd, call.pid, call.fd)), None)
 
     def _vm(self, call: Notification) -> Vm:
+        """The VM behind the call's fd; one we did not see created is taken as it comes."""
         vm = self._known_vm(call)
         if vm is None:
-            address_spaces = 1 if self.profile.single_address_space_in_plain_vms else self.address_spaces
-            vm = Vm(copy_fd(call.pid, call.fd), Memslots(address_spaces, self.profile.bound_range_errno))
+            vm = Vm(copy_fd(call.pid, call.fd), self._memslots(private=False))
             self.vms.append(vm)
         return vm
+
+    def _memslots(self, private: bool) -> Memslots:
+        """A new VM's memslots: private VMs and the profile's plain ones have one address space."""
+        one = private or self.profile.single_address_space_in_plain_vms
+        return Memslots(1 if one else self.address_spaces, self.profile.bound_range_errno)
+
+    @staticmethod
+    def _in_vms_mm(vm: Vm, call: Notification) -> bool:
+        """Whether the caller runs in the mm the VM was created in (kvm_vm_ioctl(): EIO if not).
+        A creator that is gone took its mm along; a thread group whose leader exited keeps it."""
+        creator = vm.creator
+        if creator is None:
+            return True
+        if not creator.alive():
+            return False
+        return same_mm(creator.pid, call.pid) or thread_group(call.pid) == creator.pid
 
     @staticmethod
     def _flags(fd: int) -> int:
