@@ -49,6 +49,22 @@ def test_a_timer_signal_during_memslot_calls_changes_no_answer():
 # ---- slots: what KVM did, not what was asked ----------------------------------------------------
 
 
+FORKED_CHILD = {
+    "child": {"check_extension": "EIO", "create_guest_memfd": "EIO", "set_region": "EIO", "set_attributes": "EIO"},
+    "parent_binds": "OK",
+}
+
+
+@pytest.mark.parametrize("abi, vm_type", [("upstream", 0), ("rfc-v1", 1)])
+def test_a_forked_child_gets_eio_for_its_parents_vm(abi, vm_type):
+    """KVM answers EIO to every VM ioctl from another mm (this kernel, type 0: the same table).
+    Before: the child got the profile's capabilities, a guest_memfd and (RFC v1) a conversion,
+    and its refused slot was recorded, so the parent's valid binding failed."""
+    native = subprocess.run(kvm_client("forked_child"), capture_output=True, text=True, timeout=60)
+    assert json.loads(native.stdout) == FORKED_CHILD
+    assert run_json("-o", f"abi={abi}", program=kvm_client("forked_child", vm_type)) == FORKED_CHILD
+
+
 def test_a_slot_deleted_after_its_guest_memfd_number_was_reused_is_gone():
     """Before: the deletion named a number that was /dev/null by then, so it went to KVM
     unrecorded; the slot stayed in the books and a new slot at its place failed with EEXIST."""
