@@ -7,10 +7,12 @@ the first process, /dev/kvm through another node, and how a run fails or is kill
 """
 
 import json
+import os
+import stat
 import subprocess
 
 import pytest
-from support.kvm import why_no_kvm
+from support.kvm import KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES, why_no_kvm
 from support.pools import PAGE_2M
 from support.programs import kvm_client, static_program
 from support.run import gmemfs_run, leftovers, run_json
@@ -79,3 +81,35 @@ def test_a_region_struct_the_program_cannot_read_is_efault_and_leaves_no_slot():
     expected = {"unreadable": "EFAULT", "readable": "OK"}
     assert json.loads(subprocess.run(kvm_client("prot_none_region"), capture_output=True, text=True).stdout) == expected
     assert run_json("-o", "abi=upstream", program=kvm_client("prot_none_region")) == expected
+
+
+# ---- the program's memory, with the program's rights -------------------------------------------
+
+
+def test_structs_are_read_with_the_programs_rights_and_never_written():
+    """The kernel copies a struct in as the program could read it and writes back only what the
+    ioctl returns. Before (/proc/PID/mem ignores protections): a creation struct in PROT_NONE
+    memory succeeded, a region struct in read-only memory was rewritten, and one in a read-only
+    shared file mapping failed with EIO."""
+    expected = {
+        "create_in_prot_none": "EFAULT",
+        "region_in_read_only_memory": 0,
+        "read_only_region_unchanged": True,
+        "region_in_read_only_file_mapping": 0,
+    }
+    assert json.loads(subprocess.run(kvm_client("protections"), capture_output=True, text=True).stdout) == expected
+    assert run_json("-o", "abi=upstream", program=kvm_client("protections")) == expected
+
+
+# ---- /dev/kvm by what it is ---------------------------------------------------------------------
+
+
+def test_kvm_through_another_device_node_gets_the_profiles_answers(tmp_path):
+    """A jail's mknod of /dev/kvm is the same device (10:232). Before, it was recognised by its
+    path: through another node the host kernel's capabilities came back, and no private VM."""
+    node = tmp_path / "kvm"
+    os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(10, 232))
+    caps = [KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES]
+    through_dev_kvm = run_json("-o", "abi=rfc-v1", program=kvm_client("caps", caps))
+    assert through_dev_kvm[str(KVM_CAP_GUEST_MEMFD_FLAGS)][0] == 0, "RFC v1 has no such capability (the host: 3)"
+    assert run_json("-o", "abi=rfc-v1", program=kvm_client("caps", caps, str(node))) == through_dev_kvm
