@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 
 from .ranges import Range
+from .tracee import children
 
 CHECK_DEADLINE = 2.0  # seconds one check may read /proc for
 KNOWN_OPENERS = 1024  # past this many recorded openers, the ones gone are forgotten when another opens
@@ -112,7 +113,7 @@ def _with_descendants(pending: "list[int]", deadline: _Deadline) -> "set[int]":
         pid = pending.pop()
         if pid not in seen:
             seen.add(pid)
-            pending.extend(_children(pid))
+            pending.extend(children(pid))
     seen.discard(os.getpid())
     return seen
 
@@ -126,17 +127,6 @@ def _tgid(tid: int) -> "int | None":
     except FileNotFoundError:
         pass
     return None
-
-
-def _children(pid: int) -> "list[int]":
-    children = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as listing:
-                children += map(int, listing.read().split())
-    except (FileNotFoundError, ProcessLookupError):  # exited meanwhile: its children were reparented
-        pass
-    return children
 
 
 def _mapping_header(line: bytes, key: "tuple[bytes, bytes]") -> "tuple[int, int] | None":

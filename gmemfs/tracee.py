@@ -9,6 +9,7 @@ trapped call is still waiting before acting on it.
 import ctypes
 import errno
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from .libc import check, libc
@@ -76,6 +77,30 @@ def thread_group(tid: int) -> int:
             if line.startswith("Tgid:"):
                 return int(line.split()[1])
     raise OSError(errno.ESRCH, f"thread {tid} is gone")
+
+
+def children(pid: int) -> "list[int]":
+    """The processes that pid's threads forked (or, for a subreaper, inherited), as they are now."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children", "rb") as listing:
+                found += map(int, listing.read().split())
+    except (FileNotFoundError, ProcessLookupError):  # exited meanwhile: its children were reparented
+        pass
+    return found
+
+
+def descendants(pid: int, leaving_out: "Collection[int]" = ()) -> "set[int]":
+    """pid's children, theirs and so on (not pid itself), without those in leaving_out and theirs."""
+    found: set[int] = set()
+    pending = children(pid)
+    while pending:
+        child = pending.pop()
+        if child not in leaving_out and child not in found:
+            found.add(child)
+            pending.extend(children(child))
+    return found
 
 
 def copy_fd(tid: int, fd: int) -> int:
