@@ -6,10 +6,14 @@ Like fakeroot or umockdev-run: PROGRAM runs with a seccomp filter that sends its
 guest_memfd ioctls here (supervisor.py), and everything else to the kernel. Without
 --mount, a gmemfs daemon serves the run from a mount namespace of its own
 (private_mount.py), so its mount is seen by no one else and ends with it.
-PROGRAM's stdin, stdout and stderr are its own; its exit status becomes ours
-(a death by signal is passed on as the same signal); SIGTERM, SIGHUP, SIGUSR1,
-SIGUSR2 and SIGALRM sent to us are passed to it. Terminal signals (SIGINT,
-SIGQUIT) reach it from the terminal directly, so we ignore them, as system(3) does.
+The run lasts as long as any process of PROGRAM: a daemonizing VMM (qemu -daemonize) leaves
+its first process early and goes on in a child. We are the subreaper of PROGRAM's processes,
+so orphans stay ours (reaped here, their fds in view of the supervisor).
+PROGRAM's stdin, stdout and stderr are its own; the exit status of its first process becomes
+ours (a death by signal is passed on as the same signal); SIGTERM, SIGHUP, SIGUSR1,
+SIGUSR2 and SIGALRM sent to us are passed to it (once it is gone, to the processes it left).
+Terminal signals (SIGINT, SIGQUIT) reach it from the terminal directly, so we ignore them,
+as system(3) does.
 """
 
 import argparse
@@ -22,18 +26,23 @@ import socket
 import subprocess
 import sys
 import tempfile
+from functools import partial
 
 import trio
 
 from .daemon import DaemonError, DaemonProcess
 from .exec_trapped import TERMINAL_SIGNALS
+from .libc import check, libc
 from .options import OptionError, parse_mount_options
 from .private_mount import path_in, root_is_a_mount_point
 from .seccomp import Listener
 from .supervisor import GuestMemfdSupervisor
+from .tracee import children
 from .uapi import ABI_PROFILES, XATTR_ABI
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+PR_SET_CHILD_SUBREAPER = 36
+REAP_INTERVAL = 0.25  # seconds between looks for ended children of PROGRAM's
 
 
 class RunError(Exception):
@@ -115,31 +124,71 @@ def start_program(program: list[str], abi: str, **popen_options) -> tuple[subpro
     return process, Listener(fds[0], cookie)
 
 
-async def supervise(process: subprocess.Popen, supervisor: GuestMemfdSupervisor) -> int:
-    """Answer trapped calls and pass signals on until PROGRAM ends; its wait status."""
+class ProgramProcesses:
+    """PROGRAM's first process and, when we are their subreaper, the orphans it left us: the
+    children we reap (every child but those in `others`, such as the private daemon)."""
+
+    def __init__(self, first: int, *, orphans: bool = False, others: "tuple[int, ...]" = ()) -> None:
+        self.first = first
+        self.orphans = orphans
+        self.others = others
+        self.first_status: int | None = None
+
+    def ours(self) -> "list[int]":
+        if not self.orphans:
+            return [] if self.first_status is not None else [self.first]
+        return [pid for pid in children(os.getpid()) if pid not in self.others]
+
+    def reap(self, *, wait: bool = False) -> None:
+        """Collect the children of PROGRAM's that have ended (wait: for all of them to end)."""
+        for pid in self.ours():
+            try:
+                done, status = os.waitpid(pid, 0 if wait else os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if done and pid == self.first:
+                self.first_status = status
+
+    def signal_targets(self) -> "list[int]":
+        """PROGRAM's first process while it lives, then what it left behind."""
+        return [self.first] if self.first_status is None else self.ours()
+
+
+async def supervise(
+    process: subprocess.Popen, supervisor: GuestMemfdSupervisor, *, orphans: bool = False, others=()
+) -> int:
+    """Answer trapped calls, pass signals on and reap until no process of PROGRAM uses the filter
+    any more (its listener's POLLHUP); the wait status of PROGRAM's first process.
+
+    orphans: we are the subreaper of PROGRAM's processes (main() is), so we reap every child of
+    ours but `others`."""
+    program = ProgramProcesses(process.pid, orphans=orphans, others=tuple(others))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(supervisor.serve)
-        nursery.start_soon(_forward_signals, process.pid)
-        status = await _wait_for_exit(process.pid)
+        nursery.start_soon(_reap, program)
+        nursery.start_soon(_forward_signals, program)
+        await supervisor.serve()
         nursery.cancel_scope.cancel()
-    return status
+    program.reap(wait=True)  # each has let go of the filter on its way out: their ends are near
+    return program.first_status
 
 
-async def _wait_for_exit(pid: int) -> int:
-    pidfd = os.pidfd_open(pid)
-    try:
-        await trio.lowlevel.wait_readable(pidfd)
-    finally:
-        os.close(pidfd)
-    return os.waitpid(pid, 0)[1]
+async def _reap(program: ProgramProcesses) -> None:
+    """Reap every little while, not on SIGCHLD: a signal handler of ours would interrupt the
+    calls we make for the program (an ADDFD waiting for it), and each ptrace stop of a thread
+    we take over sends one. Only kernels that release a filter at reaping (not at exit) wait
+    for it before the listener reports POLLHUP."""
+    while True:
+        program.reap()
+        await trio.sleep(REAP_INTERVAL)
 
 
-async def _forward_signals(pid: int) -> None:
+async def _forward_signals(program: ProgramProcesses) -> None:
     with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # held back since before PROGRAM started
         async for signum in signals:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+            for pid in program.signal_targets():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
 
 
 def exit_like(status: int) -> int:
@@ -178,10 +227,12 @@ def main(argv: list[str]) -> int:
         signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
         for signum in TERMINAL_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
+        check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
         process, listener = start_program(args.program, profile.name)
+        others = (daemon.pid,) if daemon else ()
         supervisor = GuestMemfdSupervisor(listener, path, profile, program=process.pid)
         try:
-            status = trio.run(supervise, process, supervisor)
+            status = trio.run(partial(supervise, process, supervisor, orphans=True, others=others))
         finally:
             listener.close()
             supervisor.close()
