@@ -113,3 +113,18 @@ def test_kvm_through_another_device_node_gets_the_profiles_answers(tmp_path):
     through_dev_kvm = run_json("-o", "abi=rfc-v1", program=kvm_client("caps", caps))
     assert through_dev_kvm[str(KVM_CAP_GUEST_MEMFD_FLAGS)][0] == 0, "RFC v1 has no such capability (the host: 3)"
     assert run_json("-o", "abi=rfc-v1", program=kvm_client("caps", caps, str(node))) == through_dev_kvm
+
+
+# ---- how long a run lasts -----------------------------------------------------------------------
+
+
+def test_the_run_lasts_while_a_daemonized_child_holds_guest_memory():
+    """As `qemu -daemonize`: the first process exits (status 3), its child goes on with the guest
+    memory and makes more. Before, the run ended with the first process: the child's file gave
+    ENOTCONN and its creations ENOSYS."""
+    expected = {"fallocate": 0, "size": 0x4000, "new_guest_memfd": 0x2000}
+    native = subprocess.run(kvm_client("daemonize"), capture_output=True, text=True, timeout=60)
+    assert (native.returncode, json.loads(native.stdout)) == (3, expected)
+    result = gmemfs_run("-o", "abi=upstream", program=kvm_client("daemonize"))
+    assert result.returncode == 3, "the status is the first process's"
+    assert json.loads(result.stdout) == expected, result.stderr
