@@ -19,6 +19,7 @@ SYS_PIDFD_OPEN = 434
 SYS_PIDFD_GETFD = 438
 KCMP_FILE = 0
 KCMP_VM = 1
+VM_FD = "anon_inode:kvm-vm"  # what /proc/PID/fd shows of a KVM VM fd
 
 
 class _IoVec(ctypes.Structure):
@@ -149,6 +150,56 @@ class KnownProcess:
 
     def alive(self) -> bool:
         return start_time(self.pid) == self.started
+
+
+def mount_and_inode(pid: int, fd: int) -> "tuple[int, int] | None":
+    """(mount id, inode number) of an open file, from /proc/PID/fdinfo: no stat, so no FUSE request."""
+    mount = ino = None
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as fdinfo:
+            for line in fdinfo:
+                if line.startswith(b"mnt_id:"):
+                    mount = int(line.split()[1])
+                elif line.startswith(b"ino:"):
+                    ino = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if mount is None or ino is None else (mount, ino)
+
+
+@dataclass
+class HeldFiles:
+    """What some processes hold of KVM and of one mount, at one moment."""
+
+    vm_fds: "list[tuple[int, int]]"  # (pid, fd) of every KVM VM fd
+    inodes: "set[int]"  # inodes of the mount that an fd or a mapping holds
+
+
+def held_files(pids: "Collection[int]", mount: int, device: int, wanted: "Collection[int]" = ()) -> HeldFiles:
+    """The VM fds of pids, and the inodes of `mount` (its mount id; st_dev `device`) they hold open
+    or mapped. Mappings are read only while some inode in `wanted` is not found open."""
+    held = HeldFiles([], set())
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for name in fds:
+            target = fd_target(pid, int(name))
+            if target == VM_FD:
+                held.vm_fds.append((pid, int(name)))
+            elif target and target.startswith("/") and (found := mount_and_inode(pid, int(name))):
+                if found[0] == mount:
+                    held.inodes.add(found[1])
+    if set(wanted) - held.inodes:
+        dev = f"{os.major(device):02x}:{os.minor(device):02x}".encode()
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/maps", "rb") as maps:
+                    held.inodes.update(int(fields[4]) for fields in map(bytes.split, maps) if fields[3] == dev)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return held
 
 
 def mapped_file_offset(pid: int, address: int, file: os.stat_result) -> "int | None":
