@@ -230,7 +230,7 @@ def main(argv: list[str]) -> int:
         check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
         process, listener = start_program(args.program, profile.name)
         others = (daemon.pid,) if daemon else ()
-        supervisor = GuestMemfdSupervisor(listener, path, profile, program=process.pid)
+        supervisor = GuestMemfdSupervisor(listener, path, profile, others)
         try:
             status = trio.run(partial(supervise, process, supervisor, orphans=True, others=others))
         finally:

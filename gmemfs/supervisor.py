@@ -48,11 +48,15 @@ from .ranges import RangeSet, parse_ranges
 from .rules import GmemError, check_creation_size, file_geometry, parse_flags_value
 from .seccomp import Listener, Notification
 from .tracee import (
+    VM_FD,
     KnownProcess,
     copy_fd,
+    descendants,
     fd_stat,
     fd_target,
+    held_files,
     mapped_file_offset,
+    mount_and_inode,
     read_memory,
     same_file,
     same_mm,
@@ -92,10 +96,10 @@ log = logging.getLogger(__name__)
 
 KVM_DEVICE = "/dev/kvm"
 KVM_DEVICE_NUMBER = os.makedev(10, 232)  # misc device "kvm", whatever node or path reaches it
-VM_FD = "anon_inode:kvm-vm"
 LOFF_MAX = (1 << 63) - 1
 MADV_DONTDUMP = 16
 EMULATED_VM_TYPES = (KVM_X86_SW_PROTECTED_VM,)
+CREATIONS = frozenset({KVM_CREATE_VM, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2})
 
 
 class _KernelAnswers:
@@ -162,15 +166,22 @@ class Vm:
 
 
 class GuestMemfdSupervisor:
-    """Answers the trapped calls of one program (its threads and children) from one gmemfs mount."""
+    """Answers the trapped calls of one program (its threads and children) from one gmemfs mount.
 
-    def __init__(self, listener: Listener, mount_path: str, profile: AbiProfile, program: int = 0) -> None:
+    The program's processes are our descendants (gmemfs run is their subreaper), but for
+    `others`: children of ours that are not the program's, such as the private daemon.
+    """
+
+    def __init__(
+        self, listener: Listener, mount_path: str, profile: AbiProfile, others: "tuple[int, ...]" = ()
+    ) -> None:
         self.listener = listener
         listener.fast_wakeups()
         self.mount_path = mount_path
         self.mount_device = os.stat(mount_path).st_dev
+        self.mount_id = _mount_id(mount_path)
         self.profile = profile
-        self.program = program  # PROGRAM's first process: with its descendants, the host side of its VMs
+        self.others = others
         self.support = HugePageSupport.probe()
         self.address_spaces = _kvm_address_spaces()
         self.vms: list[Vm] = []
@@ -209,6 +220,11 @@ class GuestMemfdSupervisor:
         """Exactly one answer per trapped call, whatever the handler does."""
         self.calls += 1
         handler = self.private_mapping if notification.nr == SYS_MMAP else self.handlers.get(notification.request)
+        if notification.nr != SYS_MMAP and notification.request in CREATIONS:
+            try:
+                self._forget_closed()
+            except OSError as error:  # the program's /proc could not be read: look again next time
+                log.info("gmemfs run: the program's open files could not be read: %s", error)
         try:
             result = handler(notification) if handler else KERNEL
         except OSError as error:
@@ -434,7 +450,7 @@ class GuestMemfdSupervisor:
     def _first_mapped(self, ino: int, start: int, end: int) -> "int | None":
         device = (os.major(self.mount_device), os.minor(self.mount_device))
         try:
-            return first_mapped_page(self.program or os.getpid(), device, ino, start, end)
+            return first_mapped_page(os.getpid(), device, ino, start, end)  # the program descends from us
         except CheckIncomplete:
             return start  # could not look: refuse, as the kernel's check would
 
@@ -663,12 +679,48 @@ class GuestMemfdSupervisor:
         for ino in set(vm.bound_files) - bound:
             os.close(vm.bound_files.pop(ino))
 
+    def _forget_closed(self) -> None:
+        """Let go of the VMs and files the program has let go of.
+
+        Our copies (a VM's fd, a bound file's fd) would keep them alive, with the huge pages they
+        reserve and an fd of ours each, until the run ends. The kernel keeps a VM while its fd or
+        a guest_memfd of it is open (a vCPU keeps it too, but no trapped call can name it through
+        one), and a guest_memfd while an fd or a mapping holds it (a binding does not). So at each
+        trapped creation (VM, guest_memfd, memslot: what the held-back memory and fds would be
+        missing for), the program's processes are looked at: their VM fds (kcmp against ours)
+        and the inodes of our mount they hold open (fdinfo: no FUSE request) or mapped (maps,
+        only if a file is not found open). An emulated slot keeps its file, as KVM holds the
+        memory it maps. Exact for every fd in a process of the program; an fd on its way through
+        a unix socket (SCM_RIGHTS) or held only outside the program is not seen.
+        """
+        if not self.vms:
+            return
+        processes = descendants(os.getpid(), leaving_out=self.others)
+        held = held_files(processes, self.mount_id, self.mount_device, wanted=set(self.file_owner))
+        for vm in list(self.vms):
+            for ino in [ino for ino in vm.bound_files if ino not in held.inodes and not self._emulated_binds(vm, ino)]:
+                os.close(vm.bound_files.pop(ino))
+            files = {ino for ino, owner in self.file_owner.items() if owner is vm}
+            for ino in files - held.inodes - set(vm.bound_files):
+                del self.file_owner[ino]
+            if not files & held.inodes and not any(same_file(vm.fd, pid, fd) for pid, fd in held.vm_fds):
+                self._forget_vm(vm)
+
+    @staticmethod
+    def _emulated_binds(vm: Vm, ino: int) -> bool:
+        return any(slot.ino == ino for slot in vm.emulated.values())
+
+    def _forget_vm(self, vm: Vm) -> None:
+        self.vms.remove(vm)
+        for ino in [ino for ino, owner in self.file_owner.items() if owner is vm]:
+            del self.file_owner[ino]
+        for fd in vm.bound_files.values():
+            os.close(fd)
+        os.close(vm.fd)
+
     def close(self) -> None:
-        for vm in self.vms:
-            for fd in vm.bound_files.values():
-                os.close(fd)
-            os.close(vm.fd)
-        self.vms.clear()
+        for vm in list(self.vms):
+            self._forget_vm(vm)
 
 
 def _prepare_anew(fd: int, start: int, end: int) -> None:
@@ -718,6 +770,14 @@ def _piece_struct(emulated: EmulatedSlot, slot_id: int, piece: "Piece | None") -
         return struct.pack(KVM_USER_MEMORY_REGION_STRUCT, slot, 0, 0, 0, 0)
     flags = emulated.region.flags & ~KVM_MEM_GUEST_MEMFD
     return struct.pack(KVM_USER_MEMORY_REGION_STRUCT, slot, flags, piece.gpa, piece.size, piece.uaddr)
+
+
+def _mount_id(path: str) -> int:
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return mount_and_inode(os.getpid(), fd)[0]
+    finally:
+        os.close(fd)
 
 
 def _kvm_address_spaces() -> int:
