@@ -178,7 +178,10 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
 def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for: "int | None" = None) -> None:
     """Mount and serve until unmounted; private_for: in a mount namespace of our own, for that process."""
     if private_for:
-        enter_private_mount_namespace(private_for)
+        try:
+            enter_private_mount_namespace(private_for)
+        except OSError as error:
+            raise UsageError(f"no mount namespace of our own: {error.strerror}") from None
     support = HugePageSupport.probe()
     check_machine(mountpoint, options, support)
     allow_one_fd_per_file()
@@ -197,8 +200,6 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for:
         operations.release_all()
         operations.report_suppressed()
         log.info("unmounted %s; every file released", mountpoint)
-        if private_for:
-            os.rmdir(mountpoint)  # made by gmemfs run for this mount alone
 
 
 def main(argv: "list[str] | None" = None) -> int:

@@ -13,7 +13,11 @@ MOUNT_TIMEOUT = 10.0
 
 
 class DaemonError(RuntimeError):
-    """The daemon did not mount; the message carries its output."""
+    """The daemon did not mount; the message carries its output (and so does `output`)."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
 
 
 class DaemonProcess:
@@ -31,7 +35,9 @@ class DaemonProcess:
         if not self._wait_for_mount():
             output = self.output()
             self.stop()
-            raise DaemonError(f"{' '.join(command)} did not mount {mountpoint}: {output.strip() or 'no output'}")
+            raise DaemonError(
+                f"{' '.join(command)} did not mount {mountpoint}: {output.strip() or 'no output'}", output
+            )
 
     @property
     def pid(self) -> int:

@@ -5,14 +5,21 @@ mount exists only there: when the daemon ends, however it ends, the namespace
 and the mount go with it, and no other process ever saw it in its mount table.
 The supervisor reaches it through /proc/DAEMON/root. The daemon also dies with
 the supervisor (PR_SET_PDEATHSIG), so a killed supervisor leaves no daemon.
+Every private mount is made on the same directory, each in its own namespace
+(private_mountpoint): no run makes a directory of its own to leave behind.
 """
 
+import contextlib
 import os
 import signal
+import stat
+import tempfile
 
 from .libc import check, libc
 
 CLONE_NEWNS = 0x00020000
+CAP_SYS_ADMIN = 21
+MOUNTPOINT_NAME = "gmemfs-run"
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
@@ -37,3 +44,26 @@ def root_is_a_mount_point() -> bool:
 def path_in(pid: int, path: str) -> str:
     """path as process pid sees it, from any mount namespace."""
     return f"/proc/{pid}/root{path}"
+
+
+def may_make_private_mounts() -> bool:
+    """Whether we have CAP_SYS_ADMIN, which a mount namespace of our own (and mounting) needs."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_SYS_ADMIN & 1)
+    return False
+
+
+def private_mountpoint() -> str:
+    """The directory that private mounts are made on, each in its own mount namespace: outside
+    them it is always empty, so however a run ends (its daemon killed with it), nothing stays
+    behind. Made once, under /run (or the temporary directory): a directory of ours, 0700."""
+    base = "/run" if os.path.isdir("/run") else tempfile.gettempdir()
+    path = os.path.join(base, MOUNTPOINT_NAME)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    status = os.lstat(path)
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid() or status.st_mode & 0o077:
+        raise OSError(f"{path} is not a directory of ours that only we may use: remove it")
+    return path

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from functools import partial
 
 import trio
@@ -34,7 +33,7 @@ from .daemon import DaemonError, DaemonProcess
 from .exec_trapped import TERMINAL_SIGNALS
 from .libc import check, libc
 from .options import OptionError, parse_mount_options
-from .private_mount import path_in, root_is_a_mount_point
+from .private_mount import may_make_private_mounts, path_in, private_mountpoint, root_is_a_mount_point
 from .seccomp import Listener
 from .supervisor import GuestMemfdSupervisor
 from .tracee import children
@@ -77,16 +76,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 class PrivateDaemon(DaemonProcess):
-    """A gmemfs daemon in its own mount namespace, mounted on a fresh directory it removes."""
+    """A gmemfs daemon in its own mount namespace, mounted on the directory of private mounts."""
 
     def __init__(self, option_strings: list[str]) -> None:
-        mountpoint = tempfile.mkdtemp(prefix="gmemfs-run-")
+        if not may_make_private_mounts():
+            raise RunError("a private mount needs root (CAP_SYS_ADMIN): run as root, or use --mount DIR")
+        try:
+            mountpoint = private_mountpoint()
+        except OSError as error:
+            raise RunError(f"no directory for the private mount: {error}") from None
         options = [item for option in option_strings for item in ("-o", option)]
         command = [sys.executable, "-m", "gmemfs", "-f", "--private-for", str(os.getpid()), *options, mountpoint]
         try:
             super().__init__(command, mountpoint, private=True, stdin=subprocess.DEVNULL, start_new_session=True)
-        except DaemonError as error:  # stop() has removed the mountpoint
-            raise RunError(f"the gmemfs daemon did not mount: {error}") from None
+        except DaemonError as error:  # its last line says why (a usage error is its only one)
+            lines = error.output.strip().splitlines() or ["no output"]
+            raise RunError(f"the gmemfs daemon did not mount: {lines[-1]}") from None
 
     @property
     def path(self) -> str:
@@ -96,8 +101,6 @@ class PrivateDaemon(DaemonProcess):
     def stop(self) -> None:
         """SIGTERM unmounts and releases every file; afterwards nothing is reserved."""
         super().stop()
-        with contextlib.suppress(OSError):
-            os.rmdir(self.mountpoint)  # the daemon removes it; not if it never mounted
         self.log.close()
 
 
