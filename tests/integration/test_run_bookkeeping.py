@@ -9,18 +9,27 @@ the first process, /dev/kvm through another node, and how a run fails or is kill
 import json
 import os
 import resource
+import signal
 import stat
 import subprocess
+import sysconfig
+import tempfile
 from functools import partial
 
 import pytest
+from support.commands import GMEMFS
 from support.kvm import KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES, why_no_kvm
+from support.mount import wait_until
 from support.pools import PAGE_2M
-from support.programs import kvm_client, static_program
-from support.run import gmemfs_run, leftovers, run_json
+from support.programs import ROOT, kvm_client, static_program
+from support.run import gmemfs_processes, gmemfs_run, leftovers, run_json
 
 from gmemfs.hugepages import pool_counters
 from gmemfs.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUESTMEM_HUGETLB_FLAG_2MB
+
+NOBODY = 65534
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+SYSTEM_PYTHON = "/usr/bin/python3"  # the venv's interpreter may sit where nobody cannot reach it
 
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
 
@@ -156,3 +165,41 @@ def test_the_run_lasts_while_a_daemonized_child_holds_guest_memory():
     result = gmemfs_run("-o", "abi=upstream", program=kvm_client("daemonize"))
     assert result.returncode == 3, "the status is the first process's"
     assert json.loads(result.stdout) == expected, result.stderr
+
+
+# ---- how a run fails, and what a killed one leaves -----------------------------------------------
+
+
+def test_a_user_without_root_gets_one_line_and_125():
+    """Before: three tracebacks (the daemon's, inside the supervisor's two) and exit status 1."""
+    python_path = os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]])  # readable by nobody
+    result = subprocess.run(
+        [*AS_NOBODY, SYSTEM_PYTHON, "-m", "gmemfs", "run", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={**os.environ, "PYTHONPATH": python_path},
+    )
+    assert result.returncode == 125, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmemfs run: ") and "root" in lines[0], result.stderr
+
+
+def test_kill_9_of_the_run_and_its_daemon_leaves_no_directory():
+    """Before: the run's mountpoint (gmemfs-run-* in the temporary directory) stayed behind.
+    Every private mount is made on one directory, each in its own namespace."""
+    temporary = tempfile.gettempdir()
+    before = set(os.listdir(temporary))
+    run = subprocess.Popen([*GMEMFS, "run", "--", *kvm_client("hold", 4096, 0)], stdout=subprocess.PIPE, text=True)
+    program = json.loads(run.stdout.readline())["pid"]
+    daemons = [int(line.split(":")[0]) for line in gmemfs_processes() if f"--private-for {run.pid} " in line]
+    try:
+        assert len(daemons) == 1
+        for pid in (run.pid, *daemons):
+            os.kill(pid, signal.SIGKILL)
+        run.wait(timeout=30)
+        assert wait_until(lambda: not gmemfs_processes(), 10)
+    finally:
+        os.kill(program, signal.SIGKILL)  # orphaned by the run: its memory went with the daemon
+    assert [name for name in set(os.listdir(temporary)) - before if "gmemfs-run" in name] == []
