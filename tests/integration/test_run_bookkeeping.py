@@ -163,6 +163,12 @@ def test_the_run_lasts_while_a_daemonized_child_holds_guest_memory():
     assert json.loads(result.stdout) == expected, result.stderr
 
 
+def test_orphans_that_end_during_creations_change_no_answer():
+    """gmemfs run reaps the orphans it inherits without a SIGCHLD handler: a signal interrupted
+    its ADDFD of a new guest_memfd (EINTR, then EINPROGRESS), which ended the supervisor."""
+    assert run_json("-o", "abi=upstream", program=kvm_client("orphans_end_meanwhile", 2000)) == {}
+
+
 # ---- how a run fails, and what a killed one leaves -----------------------------------------------
 
 

@@ -564,6 +564,36 @@ def scenario_closed_vms(count, size, flags, vm_type=0):
     return {"worked": count, "failed": None}
 
 
+def scenario_orphans_end_meanwhile(count):
+    """count guest_memfds made and closed while another thread makes orphans that end at once
+    (under gmemfs run, each one's end is a SIGCHLD for the run, their subreaper): the errnos seen."""
+    import threading
+
+    done = threading.Event()
+
+    def make_orphans():
+        while not done.is_set():
+            pid = os.fork()
+            if pid == 0:
+                if os.fork():
+                    os._exit(0)
+                os._exit(0)  # the grandchild, an orphan now
+            os.waitpid(pid, 0)
+
+    maker = threading.Thread(target=make_orphans)
+    maker.start()
+    vm, errors = create_vm(), {}
+    for _ in range(count):
+        fd = result(create_guest_memfd, vm, 4096)
+        if isinstance(fd, str):
+            errors[fd] = errors.get(fd, 0) + 1
+        else:
+            os.close(fd)
+    done.set()
+    maker.join()
+    return errors
+
+
 def scenario_daemonize(flags=0):
     """As `qemu -daemonize`: the first process makes guest memory, forks and exits; its child goes
     on using that memory and makes a VM and more memory of its own, then reports on stdout."""
