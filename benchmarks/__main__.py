@@ -28,8 +28,8 @@ from gmemfs import (
     create_guest_memfd,
     fallocate,
 )
-from gmemfs.backing import Backing
-from gmemfs.hugepages import pool_counters, resize_pool, set_pool_pages
+from gmemfs.base.hugepages import pool_counters, resize_pool, set_pool_pages
+from gmemfs.daemon.backing import Backing
 
 from . import daemons as daemons_module
 from .daemons import Daemon

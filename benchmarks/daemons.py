@@ -4,8 +4,8 @@ import os
 import sys
 import tempfile
 
-from gmemfs.daemon import DaemonProcess
-from gmemfs.mounts import is_mounted
+from gmemfs.base.mounts import is_mounted
+from gmemfs.daemon.process import DaemonProcess
 
 PINNED_CPU: "int | None" = None  # set by the runner: daemons share the benchmark's core
 

@@ -14,7 +14,7 @@ import sys
 import pyfuse3
 import trio
 
-from gmemfs.options import DEFAULT_BUSY_POLL_US
+from gmemfs.daemon.options import DEFAULT_BUSY_POLL_US
 
 ROOT = pyfuse3.ROOT_INODE
 

@@ -25,7 +25,7 @@ from gmemfs import (
     create_guest_memfd,
     fallocate,
 )
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 PAGE = 2 << 20
 GUEST_MEMORY = 8 * PAGE

@@ -1,8 +1,21 @@
-"""gmemfs: KVM guest_memfd files, with the hugetlb series' semantics, on a FUSE mount."""
+"""gmemfs: KVM guest_memfd files, with the hugetlb series' semantics, on a FUSE mount.
 
-from .backing import fallocate
+The parts, each a folder, from the ground up; a part imports only the parts below it:
+
+- base:     plumbing that knows nothing of guest_memfd (libc, sizes, ranges, pools, /proc)
+- kernel:   the kernel's numbers, ABI profiles and rules, pure
+- client:   what VMM code imports (create_guest_memfd, conversions), this module's names
+- daemon:   the FUSE filesystem: operations, inodes, files, backing memory, conversions
+- run:      `gmemfs run`: seccomp, supervisor, injection into the program, memslots
+- commands: the operator's pool | status | map | convert
+- cli:      the `gmemfs` command, which mounts a daemon or hands over to run or a command
+
+tests/unit/test_layout.py holds the code to this order.
+"""
+
 from .client import ConversionError, convert_private, convert_shared, create_guest_memfd, set_memory_attributes
-from .uapi import (
+from .daemon.backing import fallocate
+from .kernel.uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     GUEST_MEMFD_FLAG_HUGETLB,

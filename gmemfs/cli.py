@@ -14,14 +14,14 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .commands import COMMANDS, run_command
-from .hugepages import HugePageSupport, pool_counters
-from .mounts import is_mounted, mount_device
-from .operations import GmemOperations
-from .options import MountOptions, OptionError, parse_mount_options
-from .private_mount import enter_private_mount_namespace
-from .uapi import ABI_PROFILES, DEFAULT_ABI
-from .units import format_size
+from .base.hugepages import HugePageSupport, pool_counters
+from .base.mounts import is_mounted, mount_device
+from .base.units import format_size
+from .commands.dispatch import COMMANDS, run_command
+from .daemon.operations import GmemOperations
+from .daemon.options import MountOptions, OptionError, parse_mount_options
+from .kernel.uapi import ABI_PROFILES, DEFAULT_ABI
+from .run.private_mount import enter_private_mount_namespace
 
 log = logging.getLogger("gmemfs")
 
@@ -205,7 +205,7 @@ def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for:
 def main(argv: "list[str] | None" = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
-        from .run import main as run_main  # the supervisor's modules stay out of the daemon
+        from .run.command import main as run_main  # the supervisor's modules stay out of the daemon
 
         return run_main(argv[1:])
     if argv and argv[0] in COMMANDS:

@@ -8,7 +8,7 @@ import os
 import secrets
 import struct
 
-from .uapi import (
+from .kernel.uapi import (
     KVM_GMEM_CONVERT_PRIVATE,
     KVM_GMEM_CONVERT_SHARED,
     KVM_GMEM_CONVERT_STRUCT,

@@ -8,7 +8,7 @@ import pytest
 from support.mount import GmemfsProcess, new_mountpoint, remove_mountpoint
 from support.pools import PAGE_1G, PAGE_2M, pool_of, wait_for_counters
 
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 PAGE_4K = 4096
 PAGE_SIZES = {PAGE_4K: "4K", PAGE_2M: "2M", PAGE_1G: "1G"}

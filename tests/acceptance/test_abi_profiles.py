@@ -13,8 +13,8 @@ from support.pools import wait_for_counters
 from support.syscalls import convert, errno_of, set_flags, xattr
 
 from gmemfs import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, create_guest_memfd, fallocate, set_memory_attributes
-from gmemfs.hugepages import pool_counters
-from gmemfs.uapi import (
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.kernel.uapi import (
     GUEST_MEMFD_FLAG_HUGETLB_V2,
     GUEST_MEMFD_FLAG_INIT_PRIVATE,
     GUEST_MEMFD_FLAG_INIT_SHARED,

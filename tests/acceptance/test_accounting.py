@@ -8,7 +8,7 @@ from support.files import open_gmem
 from support.pools import PAGE_1G, PAGE_2M, wait_for_counters
 from support.syscalls import KEEP_SIZE, PUNCH, errno_of, fallocate_result
 
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 # (page size, file pages N, pages allocated and punched k)
 SHAPES = {PAGE_2M: (8, 3), PAGE_1G: (2, 1)}

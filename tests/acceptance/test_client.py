@@ -7,7 +7,7 @@ import pytest
 from support.pools import PAGE_2M, wait_for_counters
 
 from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
 

@@ -9,7 +9,7 @@ from support.files import open_gmem
 from support.host import touch
 from support.syscalls import KEEP_SIZE, convert, fallocate_result
 
-from gmemfs.uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED
+from gmemfs.kernel.uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED
 
 PAGES = 2
 K4 = 4096

@@ -13,7 +13,7 @@ from support.kvm import KvmVm, why_no_kvm
 from support.syscalls import convert, errno_name, errno_of, fallocate_result
 
 from gmemfs import create_guest_memfd
-from gmemfs.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
+from gmemfs.kernel.uapi import GUEST_MEMFD_FLAG_INIT_SHARED, GUEST_MEMFD_FLAG_MMAP
 
 REASON = why_no_kvm()
 pytestmark = [pytest.mark.kvm, pytest.mark.skipif(REASON is not None, reason=f"no reference kernel: {REASON}")]

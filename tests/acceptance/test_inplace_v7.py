@@ -10,7 +10,7 @@ from support.host import touch
 from support.syscalls import convert, set_attributes2, xattr
 
 from gmemfs import create_guest_memfd
-from gmemfs.uapi import (
+from gmemfs.kernel.uapi import (
     GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,
     KVM_MEMORY_ATTRIBUTE_PRIVATE,

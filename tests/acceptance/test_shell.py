@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from support.pools import PAGE_2M, wait_for_counters
 
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 
 def sh(command: str, cwd) -> subprocess.CompletedProcess:

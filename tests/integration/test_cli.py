@@ -9,7 +9,7 @@ from support.commands import run_gmemfs as run
 from support.files import open_gmem
 from support.mount import is_mounted, new_mountpoint, remove_mountpoint, wait_until
 
-from gmemfs.uapi import ABI_PROFILES
+from gmemfs.kernel.uapi import ABI_PROFILES
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from support.pools import PAGE_2M, wait_for_counters
 from support.syscalls import convert, fallocate_result
 
 from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB
-from gmemfs.hugepages import pool_counters
-from gmemfs.ranges import parse_ranges
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.base.ranges import parse_ranges
 
 PROCESSES = 4
 SECONDS = 3.0

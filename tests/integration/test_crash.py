@@ -18,7 +18,7 @@ from gmemfs import (
     create_guest_memfd,
     fallocate,
 )
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
 

@@ -8,7 +8,7 @@ from support.files import open_gmem
 from support.pools import PAGE_2M
 from support.syscalls import KEEP_SIZE, PUNCH, convert, errno_of, fallocate_result
 
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 
 def test_enomem_on_the_nth_allocation_keeps_state_exact(start_gmemfs):

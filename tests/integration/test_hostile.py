@@ -15,7 +15,7 @@ from support.host import touch
 from support.programs import static_program
 from support.syscalls import convert, xattr
 
-from gmemfs.uapi import KVM_GMEM_CONVERT_SHARED
+from gmemfs.kernel.uapi import KVM_GMEM_CONVERT_SHARED
 
 NOBODY = 65534
 

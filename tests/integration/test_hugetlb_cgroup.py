@@ -17,7 +17,7 @@ from support.kvm import why_no_kvm
 from support.pools import PAGE_2M
 from support.programs import kvm_client
 
-from gmemfs.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUEST_MEMFD_FLAG_SUPPORT_SHARED, GUESTMEM_HUGETLB_FLAG_2MB
+from gmemfs.kernel.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUEST_MEMFD_FLAG_SUPPORT_SHARED, GUESTMEM_HUGETLB_FLAG_2MB
 
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
 

@@ -13,8 +13,8 @@ from support.pools import PAGE_2M, wait_for_counters
 from support.syscalls import KEEP_SIZE, fallocate_result
 
 from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd
-from gmemfs.hugepages import pool_counters
-from gmemfs.operations import THREADED_CHANGE
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.daemon.operations import THREADED_CHANGE
 
 N = 4
 

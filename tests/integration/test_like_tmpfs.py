@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from support.syscalls import errno_of
 
-from gmemfs.libc import check, libc
+from gmemfs.base.libc import check, libc
 
 GROUP = 65534
 AT_FDCWD = -100

@@ -11,7 +11,7 @@ from support.files import open_gmem
 from support.mount import is_mounted, new_mountpoint, remove_mountpoint
 from support.syscalls import KEEP_SIZE, errno_of, fallocate_result
 
-from gmemfs.ratelimit import RATELIMIT_BURST
+from gmemfs.base.ratelimit import RATELIMIT_BURST
 
 REFUSALS = 2000  # about 0.2 s of refused requests from one user
 

@@ -15,7 +15,7 @@ from support.mount import new_mountpoint, remove_mountpoint, wait_until
 from support.pools import PAGE_2M
 from support.syscalls import xattr
 
-from gmemfs.mounts import mounts
+from gmemfs.base.mounts import mounts
 
 REPO = Path(__file__).parents[2]
 HELPER = REPO / "mount_helper" / "mount.fuse.gmemfs"

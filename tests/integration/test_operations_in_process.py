@@ -10,11 +10,11 @@ from support.mount import new_mountpoint, remove_mountpoint
 from support.pools import PAGE_2M
 
 from gmemfs import KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB, create_guest_memfd, fallocate
-from gmemfs.hugepages import pool_counters
-from gmemfs.mounts import is_mounted
-from gmemfs.operations import GmemOperations
-from gmemfs.options import MountOptions
-from gmemfs.uapi import FALLOC_FL_KEEP_SIZE
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.base.mounts import is_mounted
+from gmemfs.daemon.operations import GmemOperations
+from gmemfs.daemon.options import MountOptions
+from gmemfs.kernel.uapi import FALLOC_FL_KEEP_SIZE
 
 
 @pytest.fixture

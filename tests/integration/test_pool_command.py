@@ -10,7 +10,7 @@ from support.files import open_gmem
 from support.pools import PAGE_1G, PAGE_2M
 from support.users import AS_NOBODY, gmemfs_for_anyone
 
-from gmemfs.hugepages import pool_counters, set_pool_pages
+from gmemfs.base.hugepages import pool_counters, set_pool_pages
 
 
 def gmemfs(*args):

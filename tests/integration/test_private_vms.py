@@ -16,8 +16,8 @@ from support.pools import PAGE_2M
 from support.programs import kvm_client
 from support.run import gmemfs_run, leftovers, run_json
 
-from gmemfs.hugepages import pool_counters
-from gmemfs.uapi import (
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.kernel.uapi import (
     GUEST_MEMFD_FLAG_HUGETLB_V2,
     GUEST_MEMFD_FLAG_INIT_PRIVATE,
     GUEST_MEMFD_FLAG_INIT_SHARED,

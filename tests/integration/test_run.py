@@ -20,8 +20,8 @@ from support.pools import PAGE_2M
 from support.programs import kernel_selftest, kvm_client, selftest_source, static_program
 from support.run import gmemfs_processes, gmemfs_run, leftovers, run_json
 
-from gmemfs.hugepages import pool_counters
-from gmemfs.uapi import (
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.kernel.uapi import (
     GUEST_MEMFD_FLAG_HUGETLB_V2,
     GUEST_MEMFD_FLAG_INIT_SHARED,
     GUEST_MEMFD_FLAG_MMAP,

@@ -24,8 +24,8 @@ from support.programs import kvm_client, static_program
 from support.run import gmemfs_processes, gmemfs_run, leftovers, run_json
 from support.users import AS_NOBODY, gmemfs_for_anyone
 
-from gmemfs.hugepages import pool_counters
-from gmemfs.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUESTMEM_HUGETLB_FLAG_2MB
+from gmemfs.base.hugepages import pool_counters
+from gmemfs.kernel.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUESTMEM_HUGETLB_FLAG_2MB
 
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
 

@@ -203,7 +203,7 @@ def test_map_of_a_file_elsewhere_is_one_clear_line(tmp_path):
 
 
 def test_statfs_reports_the_pool_in_the_mount_page_size(start_gmemfs):
-    from gmemfs.hugepages import pool_counters
+    from gmemfs.base.hugepages import pool_counters
 
     daemon = start_gmemfs("-o", "pagesize=2M")
     fd = open_gmem(daemon.mountpoint, size=4 * PAGE_2M)

@@ -8,9 +8,9 @@ import trio
 from support.kvm import why_no_kvm
 from support.programs import kvm_client
 
-from gmemfs.run import start_program, supervise
-from gmemfs.supervisor import GuestMemfdSupervisor
-from gmemfs.uapi import KVM_CAP_GUEST_MEMFD_FLAGS, RFC_V1, UPSTREAM
+from gmemfs.kernel.uapi import KVM_CAP_GUEST_MEMFD_FLAGS, RFC_V1, UPSTREAM
+from gmemfs.run.command import start_program, supervise
+from gmemfs.run.supervisor import GuestMemfdSupervisor
 
 pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"needs KVM: {why_no_kvm()}")
 

@@ -25,7 +25,7 @@ from spec_model import K4, M2, ModelFile
 from support.pools import PAGE_2M, wait_for_counters
 from support.syscalls import convert, errno_name, errno_of, fallocate_result, set_flags
 
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 
 EXAMPLES = int(os.environ.get("GMEMFS_MODEL_EXAMPLES", "200"))
 STEPS = int(os.environ.get("GMEMFS_MODEL_STEPS", "40"))

@@ -6,8 +6,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from gmemfs.daemon import DaemonProcess
-from gmemfs.mounts import is_mounted
+from gmemfs.base.mounts import is_mounted
+from gmemfs.daemon.process import DaemonProcess
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.01) -> bool:

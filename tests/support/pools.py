@@ -3,7 +3,7 @@
 import contextlib
 import time
 
-from gmemfs.hugepages import PoolCounters, pool_counters, resize_pool
+from gmemfs.base.hugepages import PoolCounters, pool_counters, resize_pool
 
 MiB = 1 << 20
 GiB = 1 << 30

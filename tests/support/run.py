@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 
-from gmemfs.hugepages import pool_counters
+from gmemfs.base.hugepages import pool_counters
 from support.commands import GMEMFS
 from support.mount import wait_until
 from support.pools import PAGE_2M

@@ -3,8 +3,8 @@
 import errno
 import os
 
-from gmemfs.backing import fallocate
-from gmemfs.uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from gmemfs.daemon.backing import fallocate
+from gmemfs.kernel.uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
 KEEP_SIZE = FALLOC_FL_KEEP_SIZE
 PUNCH = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
@@ -41,7 +41,7 @@ def convert(fd: int, to: str, offset: int, size: int, error_offset: int = 0) -> 
     import fcntl
     import struct
 
-    from gmemfs.uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED
+    from gmemfs.kernel.uapi import KVM_GMEM_CONVERT_PRIVATE, KVM_GMEM_CONVERT_SHARED
 
     request = {"shared": KVM_GMEM_CONVERT_SHARED, "private": KVM_GMEM_CONVERT_PRIVATE}[to]
     argument = bytearray(struct.pack("=QQQ5Q", offset, size, error_offset, *[0] * 5))
@@ -54,7 +54,7 @@ def set_attributes2(fd, offset, size, attributes, flags=0, error_offset=0, reser
     import fcntl
     import struct
 
-    from gmemfs.uapi import KVM_SET_MEMORY_ATTRIBUTES2, KVM_SET_MEMORY_ATTRIBUTES2_STRUCT
+    from gmemfs.kernel.uapi import KVM_SET_MEMORY_ATTRIBUTES2, KVM_SET_MEMORY_ATTRIBUTES2_STRUCT
 
     fields = (offset, size, attributes, flags, error_offset, *reserved)
     argument = bytearray(struct.pack(KVM_SET_MEMORY_ATTRIBUTES2_STRUCT, *fields))

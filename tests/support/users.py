@@ -22,7 +22,7 @@ AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-group
 TOP_LEVEL_FILES = """
 import json, os, sys
 before = set(sys.modules)
-import gmemfs.cli, gmemfs.commands
+import gmemfs.cli, gmemfs.commands.dispatch
 files = {getattr(sys.modules[name.partition(".")[0]], "__file__", None) for name in set(sys.modules) - before}
 print(json.dumps(sorted(file for file in files if file and not file.startswith(sys.base_prefix + os.sep))))
 """

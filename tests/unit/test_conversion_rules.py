@@ -3,9 +3,10 @@ import struct
 import pytest
 from support.syscalls import errno_name
 
-from gmemfs.host_users import locked_in_smaps
-from gmemfs.ranges import RangeSet, format_ranges, parse_ranges
-from gmemfs.rules import (
+from gmemfs.base.ranges import RangeSet, format_ranges, parse_ranges
+from gmemfs.commands.status import Segment, segments
+from gmemfs.daemon.host_users import locked_in_smaps
+from gmemfs.kernel.rules import (
     GmemError,
     check_conversions,
     check_host_access,
@@ -13,8 +14,7 @@ from gmemfs.rules import (
     page_size_for_flags,
     plan_conversion,
 )
-from gmemfs.status import Segment, segments
-from gmemfs.uapi import (
+from gmemfs.kernel.uapi import (
     INPLACE_V7,
     KVM_GMEM_CONVERT_PRIVATE,
     KVM_GMEM_CONVERT_SHARED,
@@ -180,7 +180,7 @@ def test_only_locked_writable_mappings_of_the_very_inode_are_in_use():
 
 
 def test_the_first_page_in_use_is_the_error_offset():
-    from gmemfs.rules import first_page_in_use
+    from gmemfs.kernel.rules import first_page_in_use
 
     assert first_page_in_use([(0, K4), (5 * K4 + 100, 9 * K4)], 2 * K4, 8 * K4) == 5 * K4
     assert first_page_in_use([(0, K4)], 2 * K4, 8 * K4) is None

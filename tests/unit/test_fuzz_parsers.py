@@ -10,10 +10,10 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gmemfs.faults import FaultRule, parse_fault
-from gmemfs.options import MountOptions, OptionError, parse_mount_options
-from gmemfs.ranges import RangeSet, format_ranges, parse_ranges
-from gmemfs.rules import (
+from gmemfs.base.ranges import RangeSet, format_ranges, parse_ranges
+from gmemfs.daemon.faults import FaultRule, parse_fault
+from gmemfs.daemon.options import MountOptions, OptionError, parse_mount_options
+from gmemfs.kernel.rules import (
     FallocatePlan,
     GmemError,
     page_size_for_flags,
@@ -21,7 +21,7 @@ from gmemfs.rules import (
     plan_conversion,
     plan_fallocate,
 )
-from gmemfs.uapi import (
+from gmemfs.kernel.uapi import (
     ABI_PROFILES,
     KVM_GMEM_CONVERT_PRIVATE,
     KVM_GMEM_CONVERT_SHARED,

@@ -3,7 +3,7 @@
 import pytest
 from support.syscalls import errno_name
 
-from gmemfs.rules import (
+from gmemfs.kernel.rules import (
     GmemError,
     converted_before_refusal,
     file_geometry,
@@ -11,7 +11,7 @@ from gmemfs.rules import (
     parse_page_order,
     plan_fallocate,
 )
-from gmemfs.uapi import (
+from gmemfs.kernel.uapi import (
     FALLOC_FL_KEEP_SIZE,
     HUGETLB_2025,
     UPSTREAM,

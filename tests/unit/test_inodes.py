@@ -2,10 +2,10 @@ import itertools
 import stat
 import time
 
-from gmemfs.guest_memfd import GuestMemfd
-from gmemfs.hugepages import HugePageSupport
-from gmemfs.inodes import FIRST_ENTRY_COOKIE, ROOT_INO, InodeTable
-from gmemfs.uapi import RFC_V1
+from gmemfs.base.hugepages import HugePageSupport
+from gmemfs.daemon.guest_memfd import GuestMemfd
+from gmemfs.daemon.inodes import FIRST_ENTRY_COOKIE, ROOT_INO, InodeTable
+from gmemfs.kernel.uapi import RFC_V1
 
 SUPPORT = HugePageSupport(sizes=frozenset({2 << 20}), default_size=2 << 20)
 

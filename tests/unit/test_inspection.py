@@ -4,9 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gmemfs.inspection import paged_name, parse_attribute_name, parse_range_page, range_page
-from gmemfs.ranges import RangeSet
-from gmemfs.uapi import XATTR_SIZE_MAX
+from gmemfs.base.ranges import RangeSet
+from gmemfs.kernel.inspection import paged_name, parse_attribute_name, parse_range_page, range_page
+from gmemfs.kernel.uapi import XATTR_SIZE_MAX
 
 
 def alternate_pages(count: int, page: int = 4096) -> RangeSet:

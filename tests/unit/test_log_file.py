@@ -14,7 +14,7 @@ import logging
 from gmemfs.cli import setup_logging
 setup_logging(debug=False, daemon=True)
 for number in range({LINES}):
-    logging.getLogger("gmemfs.operations").info("file /%s (inode %d): fallocate: a refusal", "d" * 1000, number)
+    logging.getLogger("gmemfs.daemon.operations").info("file /%s (inode %d): fallocate: a refusal", "d" * 1000, number)
 """
 
 

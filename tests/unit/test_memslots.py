@@ -4,9 +4,9 @@ import errno
 
 import pytest
 
-from gmemfs.memslots import NOT_OPEN, GmemFile, MemoryRegion, Memslots
-from gmemfs.rules import GmemError
-from gmemfs.uapi import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from gmemfs.kernel.rules import GmemError
+from gmemfs.kernel.uapi import KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
+from gmemfs.run.memslots import NOT_OPEN, GmemFile, MemoryRegion, Memslots
 
 G = KVM_MEM_GUEST_MEMFD
 FILE = GmemFile(ino=7, size=0x4000, this_vm=True)

@@ -2,8 +2,8 @@ import errno
 
 import pytest
 
-from gmemfs.limits import MountQuota, huge_page_unit
-from gmemfs.rules import GmemError
+from gmemfs.daemon.limits import MountQuota, huge_page_unit
+from gmemfs.kernel.rules import GmemError
 
 M2, G1 = 2 << 20, 1 << 30
 

@@ -1,6 +1,6 @@
 """The mount table as the kernel escapes it."""
 
-from gmemfs.mounts import is_mounted, mounts, unescape
+from gmemfs.base.mounts import is_mounted, mounts, unescape
 
 
 def test_octal_escapes_are_undone():

@@ -1,8 +1,8 @@
 import pytest
 
-from gmemfs.options import OptionError, parse_mount_options
-from gmemfs.uapi import KVM_GUEST_MEMFD_HUGE_1GB, KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB
-from gmemfs.units import format_size, parse_size
+from gmemfs.base.units import format_size, parse_size
+from gmemfs.daemon.options import OptionError, parse_mount_options
+from gmemfs.kernel.uapi import KVM_GUEST_MEMFD_HUGE_1GB, KVM_GUEST_MEMFD_HUGE_2MB, KVM_GUEST_MEMFD_HUGETLB
 
 
 def test_defaults():
@@ -81,7 +81,7 @@ def test_the_daemon_does_not_import_rich():
     import subprocess
     import sys
 
-    code = "import sys, gmemfs.cli, gmemfs.operations, gmemfs.run; print('rich' in sys.modules)"
+    code = "import sys, gmemfs.cli, gmemfs.daemon.operations, gmemfs.run.command; print('rich' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 

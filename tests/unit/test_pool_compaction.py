@@ -1,6 +1,6 @@
 """Dropping caches and compacting memory touch the whole machine: only when the user asks."""
 
-import gmemfs.hugepages as hugepages
+import gmemfs.base.hugepages as hugepages
 
 
 def short_grant_with(monkeypatch, compact: bool) -> list[str]:

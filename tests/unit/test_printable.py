@@ -2,7 +2,7 @@
 
 import os
 
-from gmemfs.printable import printable
+from gmemfs.base.printable import printable
 
 
 def test_a_plain_name_is_unchanged():

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from gmemfs.ranges import RangeSet
+from gmemfs.base.ranges import RangeSet
 
 
 def test_adjacent_ranges_merge():

@@ -2,7 +2,7 @@ import logging
 
 import pytest
 
-from gmemfs.ratelimit import RateLimitedLog
+from gmemfs.base.ratelimit import RateLimitedLog
 
 
 class Lines(logging.Handler):

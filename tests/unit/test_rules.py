@@ -3,7 +3,7 @@ import stat
 import pytest
 from support.syscalls import errno_name
 
-from gmemfs.rules import (
+from gmemfs.kernel.rules import (
     FallocatePlan,
     GmemError,
     check_creation_size,
@@ -13,7 +13,7 @@ from gmemfs.rules import (
     parse_flags_value,
     plan_fallocate,
 )
-from gmemfs.uapi import (
+from gmemfs.kernel.uapi import (
     KVM_GUEST_MEMFD_HUGE_1GB,
     KVM_GUEST_MEMFD_HUGE_2MB,
     KVM_GUEST_MEMFD_HUGE_16GB,

@@ -4,7 +4,8 @@ import struct
 
 import pytest
 
-from gmemfs.seccomp import (
+from gmemfs.kernel.uapi import KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2
+from gmemfs.run.seccomp import (
     AUDIT_ARCH_X86_64,
     SECCOMP_RET_ALLOW,
     SECCOMP_RET_KILL_PROCESS,
@@ -13,7 +14,6 @@ from gmemfs.seccomp import (
     SYS_MMAP,
     ioctl_filter,
 )
-from gmemfs.uapi import KVM_CHECK_EXTENSION, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2
 
 
 def run_bpf(program: bytes, nr: int, arch: int = AUDIT_ARCH_X86_64, args=(0,) * 6) -> int:

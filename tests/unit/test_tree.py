@@ -3,7 +3,7 @@ that may change under it."""
 
 import os
 
-from gmemfs.tree import Unreadable, walk_files
+from gmemfs.base.tree import Unreadable, walk_files
 
 
 def make_tree(root, *paths):

@@ -23,8 +23,8 @@ import os
 import time
 from collections.abc import Iterator
 
-from .ranges import Range
-from .tracee import children
+from ..base.processes import children
+from ..base.ranges import Range
 
 CHECK_DEADLINE = 2.0  # seconds one check may read /proc for
 KNOWN_OPENERS = 1024  # past this many recorded openers, the ones gone are forgotten when another opens

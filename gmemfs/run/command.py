@@ -29,15 +29,15 @@ from functools import partial
 
 import trio
 
-from .daemon import DaemonError, DaemonProcess
+from ..base.libc import check, libc
+from ..base.processes import children
+from ..daemon.options import OptionError, parse_mount_options
+from ..daemon.process import DaemonError, DaemonProcess
+from ..kernel.uapi import ABI_PROFILES, XATTR_ABI
 from .exec_trapped import TERMINAL_SIGNALS
-from .libc import check, libc
-from .options import OptionError, parse_mount_options
 from .private_mount import may_make_private_mounts, path_in, private_mountpoint, root_is_a_mount_point
 from .seccomp import Listener
 from .supervisor import GuestMemfdSupervisor
-from .tracee import children
-from .uapi import ABI_PROFILES, XATTR_ABI
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 PR_SET_CHILD_SUBREAPER = 36
@@ -116,7 +116,7 @@ def start_program(program: list[str], abi: str, **popen_options) -> tuple[subpro
     """PROGRAM, trapped from its first instruction; the listener its filter reports to."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     cookie = secrets.randbits(64) | 1 << 63 | 1  # both halves nonzero: no ioctl passes it by chance
-    command = [sys.executable, "-m", "gmemfs.exec_trapped", str(theirs.fileno()), abi, str(cookie), *program]
+    command = [sys.executable, "-m", "gmemfs.run.exec_trapped", str(theirs.fileno()), abi, str(cookie), *program]
     with ours, theirs:
         process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), **popen_options)
         theirs.close()

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from .faults import FaultRule, parse_fault
-from .uapi import (
+from ..base.units import format_size, parse_size
+from ..kernel.uapi import (
     ABI_PROFILES,
     BASE_PAGE_SIZE,
     DEFAULT_ABI,
@@ -12,7 +12,7 @@ from .uapi import (
     flags_for_page_size,
     page_order_for_page_size,
 )
-from .units import format_size, parse_size
+from .faults import FaultRule, parse_fault
 
 PAGE_SIZES = {"4K": BASE_PAGE_SIZE, "2M": 2 << 20, "1G": 1 << 30}
 

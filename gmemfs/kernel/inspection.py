@@ -8,7 +8,7 @@ runs that fit, then `more@OFFSET`; `user.gmem.shared@OFFSET` holds the runs from
 
 import re
 
-from .ranges import Range, RangeSet, format_ranges, parse_ranges
+from ..base.ranges import Range, RangeSet, format_ranges, parse_ranges
 from .uapi import XATTR_ALLOCATED, XATTR_NAMES, XATTR_SHARED, XATTR_SIZE_MAX
 
 RANGE_ATTRIBUTES = (XATTR_ALLOCATED, XATTR_SHARED)

@@ -9,9 +9,9 @@ import errno
 import threading
 from dataclasses import dataclass, field
 
-from .rules import GmemError
-from .uapi import BASE_PAGE_SIZE
-from .units import format_size
+from ..base.units import format_size
+from ..kernel.rules import GmemError
+from ..kernel.uapi import BASE_PAGE_SIZE
 
 
 @dataclass

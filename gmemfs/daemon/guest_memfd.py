@@ -10,13 +10,10 @@ from collections.abc import Callable
 
 import trio
 
-from .backing import Backing
-from .host_users import FileUsers
-from .hugepages import HugePageSupport
-from .inspection import range_page
-from .limits import MountQuota
-from .ranges import RangeSet
-from .rules import (
+from ..base.hugepages import HugePageSupport
+from ..base.ranges import RangeSet
+from ..kernel.inspection import range_page
+from ..kernel.rules import (
     BASE_GEOMETRY,
     FallocatePlan,
     Geometry,
@@ -29,7 +26,7 @@ from .rules import (
     file_geometry,
     plan_fallocate,
 )
-from .uapi import (
+from ..kernel.uapi import (
     BASE_PAGE_SIZE,
     XATTR_ALLOCATED,
     XATTR_FLAGS,
@@ -38,6 +35,9 @@ from .uapi import (
     XATTR_RESERVED,
     AbiProfile,
 )
+from .backing import Backing
+from .host_users import FileUsers
+from .limits import MountQuota
 
 ALLOCATION_CHUNK = 2 << 20  # a signal to the caller is noticed between chunks
 

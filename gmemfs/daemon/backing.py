@@ -12,10 +12,10 @@ import mmap
 import os
 import resource
 
-from .hugepages import pool_counters
-from .libc import check, libc
-from .rules import GmemError
-from .uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from ..base.hugepages import pool_counters
+from ..base.libc import check, libc
+from ..kernel.rules import GmemError
+from ..kernel.uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
 # x86-64 and arm64 share these numbers (the new mount API came after the split).
 SYS_FSOPEN = 430

@@ -6,12 +6,12 @@ import os
 import shutil
 import sys
 
-from .client import ConversionError, convert_private, convert_shared, set_memory_attributes
-from .hugepages import PoolError, resize_pool
-from .printable import printable
+from ..base.hugepages import PoolError, resize_pool
+from ..base.printable import printable
+from ..base.units import format_size, parse_size
+from ..client import ConversionError, convert_private, convert_shared, set_memory_attributes
+from ..kernel.uapi import ABI_PROFILES, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES2, U64_MAX, XATTR_ABI
 from .status import InspectionValueError, MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
-from .uapi import ABI_PROFILES, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES2, U64_MAX, XATTR_ABI
-from .units import format_size, parse_size
 
 
 class CommandError(Exception):

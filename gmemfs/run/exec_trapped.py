@@ -1,6 +1,6 @@
 """Become PROGRAM with gmemfs's seccomp filter installed: the first step of `gmemfs run`.
 
-Run as `python -m gmemfs.exec_trapped SOCKET_FD ABI COOKIE PROGRAM [ARGS...]` by the
+Run as `python -m gmemfs.run.exec_trapped SOCKET_FD ABI COOKIE PROGRAM [ARGS...]` by the
 supervisor (COOKIE: the ioctl argument that marks the supervisor's own calls). The filter is
 installed here, in the child, just before exec, so that it covers PROGRAM, all its threads and
 all its children, static binaries included; the listener fd goes back over SOCKET_FD.
@@ -11,8 +11,7 @@ import signal
 import socket
 import sys
 
-from .seccomp import install_filter, ioctl_filter
-from .uapi import (
+from ..kernel.uapi import (
     ABI_PROFILES,
     KVM_CHECK_EXTENSION,
     KVM_CREATE_GUEST_MEMFD,
@@ -22,6 +21,7 @@ from .uapi import (
     KVM_SET_USER_MEMORY_REGION2,
     AbiProfile,
 )
+from .seccomp import install_filter, ioctl_filter
 
 EXEC_FAILED = 127  # as env(1) and the shells
 TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT)  # gmemfs run ignores them (the terminal sends them to PROGRAM)

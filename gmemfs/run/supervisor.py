@@ -38,31 +38,13 @@ from functools import partial
 
 import trio
 
-from .backing import fallocate
-from .client import ConversionError, convert_private, convert_shared, create_guest_memfd
-from .host_users import CheckIncomplete, first_mapped_page
-from .hugepages import HugePageSupport
-from .injection import MAP_SHARED, PROT_READ_WRITE, SYS_CLOSE, SYS_MADVISE, SYS_MMAP, SYS_MUNMAP, U64, ThreadTakeover
-from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piece, pieces
-from .ranges import RangeSet, parse_ranges
-from .rules import GmemError, check_creation_size, file_geometry, parse_flags_value
-from .seccomp import Listener, Notification
-from .tracee import (
-    VM_FD,
-    KnownProcess,
-    copy_fd,
-    descendants,
-    fd_stat,
-    fd_target,
-    held_files,
-    mapped_file_offset,
-    mount_and_inode,
-    read_memory,
-    same_file,
-    same_mm,
-    thread_group,
-)
-from .uapi import (
+from ..base.hugepages import HugePageSupport
+from ..base.ranges import RangeSet, parse_ranges
+from ..client import ConversionError, convert_private, convert_shared, create_guest_memfd
+from ..daemon.backing import fallocate
+from ..daemon.host_users import CheckIncomplete, first_mapped_page
+from ..kernel.rules import GmemError, check_creation_size, file_geometry, parse_flags_value
+from ..kernel.uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,
     GUEST_VIEW_PREFIX,
@@ -90,6 +72,24 @@ from .uapi import (
     XATTR_FLAGS,
     XATTR_SHARED,
     AbiProfile,
+)
+from .injection import MAP_SHARED, PROT_READ_WRITE, SYS_CLOSE, SYS_MADVISE, SYS_MMAP, SYS_MUNMAP, U64, ThreadTakeover
+from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piece, pieces
+from .seccomp import Listener, Notification
+from .tracee import (
+    VM_FD,
+    KnownProcess,
+    copy_fd,
+    descendants,
+    fd_stat,
+    fd_target,
+    held_files,
+    mapped_file_offset,
+    mount_and_inode,
+    read_memory,
+    same_file,
+    same_mm,
+    thread_group,
 )
 
 log = logging.getLogger(__name__)

@@ -3,10 +3,10 @@
 from rich.table import Table
 from rich.text import Text
 
-from .hugepages import PoolCounters
-from .printable import printable
+from ..base.hugepages import PoolCounters
+from ..base.printable import printable
+from ..base.units import format_size
 from .status import FileStatus, MountStatus, Segment, segments
-from .units import format_size
 
 
 def pool_table(counters: dict[int, PoolCounters]) -> Table:

@@ -5,13 +5,13 @@ import operator
 import os
 from dataclasses import dataclass, field
 
-from .hugepages import PoolCounters, huge_page_sizes, pool_counters
-from .inspection import paged_name, parse_range_page
-from .mounts import mounts
-from .printable import printable
-from .ranges import RangeSet
-from .tree import GONE, Unreadable, unreadable_entries, walk_files
-from .uapi import XATTR_ALLOCATED, XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_SHARED, XATTR_UNLINKED
+from ..base.hugepages import PoolCounters, huge_page_sizes, pool_counters
+from ..base.mounts import mounts
+from ..base.printable import printable
+from ..base.ranges import RangeSet
+from ..base.tree import GONE, Unreadable, unreadable_entries, walk_files
+from ..kernel.inspection import paged_name, parse_range_page
+from ..kernel.uapi import XATTR_ALLOCATED, XATTR_FLAGS, XATTR_PAGE_SIZE, XATTR_RESERVED, XATTR_SHARED, XATTR_UNLINKED
 
 
 @dataclass
@@ -90,7 +90,7 @@ def file_status(path: "str | os.PathLike[str]", display_path: str, dir_fd: "int 
 
 
 def read_ranges(path: "str | os.PathLike[str]", attribute: bytes) -> RangeSet:
-    """A whole range list, page by page (one value holds at most 64 KiB: gmemfs.inspection)."""
+    """A whole range list, page by page (one value holds at most 64 KiB: gmemfs.kernel.inspection)."""
     ranges, offset = RangeSet(), 0
     while True:
         runs, rest = _read_value(path, paged_name(attribute, offset), parse_range_page)

@@ -10,7 +10,7 @@ import stat
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from .ranges import Range, RangeSet
+from ..base.ranges import Range, RangeSet
 from .uapi import (
     BASE_PAGE_SIZE,
     CONVERSION_GRANULE,

@@ -15,7 +15,7 @@ import signal
 import stat
 import tempfile
 
-from .libc import check, libc
+from ..base.libc import check, libc
 
 CLONE_NEWNS = 0x00020000
 CAP_SYS_ADMIN = 21

@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .mounts import is_mounted
+from ..base.mounts import is_mounted
 
 MOUNT_TIMEOUT = 10.0
 

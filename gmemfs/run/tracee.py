@@ -12,7 +12,8 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from .libc import check, libc
+from ..base.libc import check, libc
+from ..base.processes import children
 
 SYS_KCMP = 312
 SYS_PIDFD_OPEN = 434
@@ -78,18 +79,6 @@ def thread_group(tid: int) -> int:
             if line.startswith("Tgid:"):
                 return int(line.split()[1])
     raise OSError(errno.ESRCH, f"thread {tid} is gone")
-
-
-def children(pid: int) -> "list[int]":
-    """The processes that pid's threads forked (or, for a subreaper, inherited), as they are now."""
-    found = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as listing:
-                found += map(int, listing.read().split())
-    except (FileNotFoundError, ProcessLookupError):  # exited meanwhile: its children were reparented
-        pass
-    return found
 
 
 def descendants(pid: int, leaving_out: "Collection[int]" = ()) -> "set[int]":

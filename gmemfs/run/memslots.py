@@ -10,8 +10,8 @@ virt/kvm/kvm_main.c and guest_memfd.c; 7.2 answers EEXIST for a bound range). Pu
 import errno
 from dataclasses import dataclass, replace
 
-from .rules import GmemError
-from .uapi import BASE_PAGE_SIZE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, U64_MAX
+from ..kernel.rules import GmemError
+from ..kernel.uapi import BASE_PAGE_SIZE, KVM_MEM_GUEST_MEMFD, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY, U64_MAX
 
 KVM_MEM_SLOTS_NUM = 0x7FFF  # SHRT_MAX
 KVM_USER_MEM_SLOTS = KVM_MEM_SLOTS_NUM - 3  # x86 keeps three for itself

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .libc import check, libc
+from ..base.libc import check, libc
 
 SYS_MMAP = 9
 SYS_IOCTL = 16

@@ -17,18 +17,11 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
-from .backing import Backing
-from .faults import FaultInjector, halfway
-from .guest_memfd import GuestMemfd
-from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
-from .hugepages import HugePageSupport, pool_counters
-from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
-from .inspection import parse_attribute_name
-from .limits import MountQuota, check_file_limit, huge_page_unit
-from .mounts import mount_device
-from .options import MountOptions
-from .ratelimit import RateLimitedLog
-from .rules import (
+from ..base.hugepages import HugePageSupport, pool_counters
+from ..base.mounts import mount_device
+from ..base.ratelimit import RateLimitedLog
+from ..kernel.inspection import parse_attribute_name
+from ..kernel.rules import (
     GmemError,
     check_conversions,
     converted_before_refusal,
@@ -40,7 +33,7 @@ from .rules import (
     parse_page_order,
     plan_conversion,
 )
-from .uapi import (
+from ..kernel.uapi import (
     BASE_PAGE_SIZE,
     GUEST_VIEW_PREFIX,
     XATTR_ABI,
@@ -50,6 +43,13 @@ from .uapi import (
     XATTR_UNLINKED,
     ConversionRequest,
 )
+from .backing import Backing
+from .faults import FaultInjector, halfway
+from .guest_memfd import GuestMemfd
+from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
+from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
+from .limits import MountQuota, check_file_limit, huge_page_unit
+from .options import MountOptions
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import errno
 import os
 import signal
 
-from .libc import libc
+from ..base.libc import libc
 from .tracee import read_memory, write_memory
 
 PTRACE_CONT = 7
