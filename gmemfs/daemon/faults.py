@@ -10,6 +10,8 @@ import errno
 from collections import Counter
 from dataclasses import dataclass
 
+from ..kernel.rules import GmemError
+
 OPERATIONS = ("allocate", "punch", "size", "convert_shared", "convert_private")
 
 
@@ -54,6 +56,12 @@ class FaultInjector:
             if rule.operation == operation and rule.nth in (0, self.calls[operation]):
                 return rule.err
         return None
+
+    def fail_if_tripped(self, operation: str) -> None:
+        """Raise the injected errno where this call of `operation` must fail."""
+        fault = self.trip(operation)
+        if fault:
+            raise GmemError(fault, f"injected fault: {operation}")
 
 
 def halfway(start: int, end: int, page_size: int) -> int:

@@ -18,20 +18,15 @@ import trio
 from pyfuse3 import FUSEError
 
 from ..base.hugepages import HugePageSupport, pool_counters
-from ..base.mounts import mount_device
 from ..base.ratelimit import RateLimitedLog
 from ..kernel.inspection import parse_attribute_name
 from ..kernel.rules import (
     GmemError,
     check_conversions,
-    converted_before_refusal,
-    converts_anything,
     file_mode,
-    first_page_in_use,
     inherited_group,
     parse_flags_value,
     parse_page_order,
-    plan_conversion,
 )
 from ..kernel.uapi import (
     BASE_PAGE_SIZE,
@@ -41,20 +36,19 @@ from ..kernel.uapi import (
     XATTR_NAMES,
     XATTR_PAGE_ORDER,
     XATTR_UNLINKED,
-    ConversionRequest,
 )
 from .backing import Backing
+from .conversion import Conversions
 from .faults import FaultInjector, halfway
 from .guest_memfd import GuestMemfd
-from .host_users import CHECK_DEADLINE, CheckIncomplete, locked_ranges
 from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
 from .limits import MountQuota, check_file_limit, huge_page_unit
 from .options import MountOptions
+from .page_changes import in_worker_thread, serialized
 
 log = logging.getLogger(__name__)
 
 THREADED_CHANGE = 64 << 20  # allocating, punching or evicting this many bytes runs off the event loop
-IN_USE_CHECKS_AT_ONCE = 2  # worker threads reading /proc for conversions, however many ask
 
 
 def _request(target: str, quiet: bool = False):
@@ -134,7 +128,7 @@ class GmemOperations(pyfuse3.Operations):
       worker threads: allocations, punches and evictions of THREADED_CHANGE bytes or more
       (the kernel frees 3 GiB of 4 KiB pages in ~0.4 s), the kernel's cache invalidation when a
       range turns private (it writes dirty pages back through writepage), and the in-use check's
-      reading of the file users' /proc (host_users: IN_USE_CHECKS_AT_ONCE threads at most,
+      reading of the file users' /proc (conversion: IN_USE_CHECKS_AT_ONCE threads at most,
       each bounded by its deadline; one that cannot finish refuses the conversion).
     - GuestMemfd.lock (threading) guards a file's page runs for a few list operations;
       GuestMemfd.change_lock (trio) orders page changes behind one that is under way in a
@@ -161,9 +155,8 @@ class GmemOperations(pyfuse3.Operations):
         )
         unit = huge_page_unit(options.page_size, self.support.default_size)
         self.quota = MountQuota(options.max_huge_pages, options.max_size, unit)
-        self._device: tuple[int, int] | None = None  # the mount's (major, minor), for /proc/PID/maps
-        self._in_use_checks = trio.CapacityLimiter(IN_USE_CHECKS_AT_ONCE)
         self.faults = FaultInjector(options.faults)
+        self.conversions = Conversions(mountpoint, self.faults, functools.partial(self._describe, "ino"))
         self.initialized = trio.Event()  # FUSE's INIT is answered
         self.refusals = RateLimitedLog(log, "refusals")  # the lines of requests the kernel would refuse
         self.failures = RateLimitedLog(log, "failures")  # and of those that failed: a flood of one hides no other
@@ -334,10 +327,10 @@ class GmemOperations(pyfuse3.Operations):
         if fields.update_size:  # first, so that a refused size changes nothing
             if inode.gmem is None:
                 raise FUSEError(errno.EISDIR)
-            self._injected_fault("size")
+            self.faults.fail_if_tripped("size")
             if self._releasing:
                 await self._memory_released()
-            await self._serialized(inode.gmem, inode.gmem.complete_creation, attr.st_size)
+            await serialized(inode.gmem, inode.gmem.complete_creation, attr.st_size)
             inode.touch()
         if fields.update_mode:
             bits = stat.S_IMODE(attr.st_mode) if inode.is_dir else file_mode(attr.st_mode)
@@ -549,9 +542,9 @@ class GmemOperations(pyfuse3.Operations):
         gmem = inode.gmem
         plan = gmem.plan_fallocate(mode, offset, length)
         if plan.punch:
-            self._injected_fault("punch")
+            self.faults.fail_if_tripped("punch")
             if gmem.profile.punch_in_use_eagain and gmem.hugetlb and plan.start < plan.end:
-                held = await self._held_by_host(inode, plan.start, plan.end)
+                held = await self.conversions.held_by_host(inode, plan.start, plan.end)
                 if held is not None:  # merge_truncate_range(): no safe refcount, nothing truncated
                     raise GmemError(errno.EAGAIN, f"punch: page {held:#x} is in use by the host")
             await self._punch(gmem, plan.start, plan.end)
@@ -569,9 +562,9 @@ class GmemOperations(pyfuse3.Operations):
         fault = self.faults.trip("allocate")
         stop = halfway(start, end, gmem.page_size) if fault else end
         if stop - start >= THREADED_CHANGE:
-            await self._in_worker_thread(gmem, gmem.allocate, start, stop, lambda: ctx.interrupted)
+            await in_worker_thread(gmem, gmem.allocate, start, stop, lambda: ctx.interrupted)
         else:
-            await self._serialized(gmem, gmem.allocate, start, stop)
+            await serialized(gmem, gmem.allocate, start, stop)
         if fault:
             raise GmemError(fault, f"injected fault: allocate (pages up to {stop:#x} allocated)")
 
@@ -579,9 +572,9 @@ class GmemOperations(pyfuse3.Operations):
         """Many allocated pages in range run in a worker thread: the kernel takes ~0.4 s to punch
         3 GiB of 4 KiB pages (huge pages are freed fast, but zeroing part of one is not)."""
         if gmem.allocated_within(start, end) >= THREADED_CHANGE:
-            await self._in_worker_thread(gmem, gmem.punch, start, end)
+            await in_worker_thread(gmem, gmem.punch, start, end)
         else:
-            await self._serialized(gmem, gmem.punch, start, end)
+            await serialized(gmem, gmem.punch, start, end)
 
     def _evict(self, gmem: "GuestMemfd | None") -> None:
         """Release the memory of a file the inode table let go (None: none did). A large one is
@@ -624,120 +617,7 @@ class GmemOperations(pyfuse3.Operations):
         check_conversions(gmem.profile, cmd)
         if not handle.writable:  # a conversion changes the file, as fallocate does
             raise FUSEError(errno.EBADF)
-        request = ConversionRequest.decode(cmd, in_buf)
-        plan = plan_conversion(request, gmem.size, gmem.profile.attributes2_reserved_checked)
-        if plan is None or not converts_anything(gmem.profile, gmem.flags):
-            return 0, in_buf
-        if gmem.profile.attributes2_batches and gmem.has_attributes(*plan, private=request.to_private):
-            return 0, in_buf  # kvm_gmem_range_has_attributes(): nothing to do, not even the in-use check
-        if not request.to_private:
-            self._injected_fault("convert_shared")
-            await self._convert_to_shared(gmem, *plan)
-            return 0, in_buf
-        in_use = await self._page_in_use(handle.inode, *plan) if gmem.host_mapped or self.faults.rules else None
-        if in_use is not None:
-            log.info(
-                "%s: conversion to private: page %#x is in use by the host (EAGAIN)", self._describe("fh", fh), in_use
-            )
-            if gmem.profile.attributes2_batches:  # the huge pages before the refused one stay converted
-                done = converted_before_refusal(plan[0], in_use, gmem.page_size)
-                if done > plan[0]:
-                    await self._convert_to_private(handle.inode, plan[0], done)
-            return -errno.EAGAIN, request.encode(error_offset=in_use)
-        await self._convert_to_private(handle.inode, *plan)
-        return 0, in_buf
-
-    async def _page_in_use(self, inode: Inode, start: int, end: int) -> "int | None":
-        """The first page of [start, end) a user of the file keeps mlock()ed ('still in use': EAGAIN),
-        or `start` when that cannot be known: the check never converts without having looked.
-
-        Read from /proc in a worker thread, bounded: a client stuck in the kernel while it
-        holds its mmap_lock must not stall the event loop, nor a conversion forever.
-        """
-        fault = self.faults.trip("convert_private")
-        if fault == errno.EAGAIN:
-            return start
-        if fault:
-            raise GmemError(fault, "injected fault: convert_private")
-        return await self._held_by_host(inode, start, end)
-
-    async def _held_by_host(self, inode: Inode, start: int, end: int) -> "int | None":
-        """The first page of [start, end) a host process keeps mlock()ed, from /proc (bounded)."""
-        if not inode.gmem.host_mapped:
-            return None  # never faulted in, so nobody can hold it
-        if self._device is None:
-            self._device = mount_device(self.mountpoint)
-        openers = dict(inode.gmem.users.openers)
-        try:
-            with trio.fail_after(CHECK_DEADLINE + 1):  # also if /proc blocks the thread itself
-                locked = await trio.to_thread.run_sync(
-                    locked_ranges, openers, self._device, inode.ino, abandon_on_cancel=True, limiter=self._in_use_checks
-                )
-        except (CheckIncomplete, trio.TooSlowError) as error:
-            log.info(
-                "%s: conversion to private refused (EAGAIN): the in-use check could not finish: %s",
-                self._describe("ino", inode.ino),
-                error or "it did not return in time",
-            )
-            return start
-        return first_page_in_use(locked, start, end)
-
-    async def _convert_to_shared(self, gmem: GuestMemfd, start: int, end: int) -> None:
-        """What the guest wrote through its view reaches the file first (the view's cache is
-        written back and dropped while the pages are still private), then the host may map them."""
-        if not gmem.view:
-            await self._serialized(gmem, gmem.convert_to_shared, start, end)
-        else:
-            async with gmem.change_lock:
-                await self._drop_cached(gmem.view, start, end)
-                gmem.convert_to_shared(start, end)
-
-    async def _convert_to_private(self, inode: Inode, start: int, end: int) -> None:
-        """Refuse host faults first, then drop the kernel's copies of the range (writing dirty
-        pages back, which writepage still takes), so no fault can bring a copy back. A guest
-        view drops its copies too: none may outlive the pages' time as shared."""
-        gmem = inode.gmem
-        if not gmem.host_mapped and not gmem.view:  # no copy to drop
-            await self._serialized(gmem, gmem.convert_to_private, start, end)
-        else:
-            async with gmem.change_lock:
-                gmem.begin_private(start, end)
-                try:
-                    if gmem.host_mapped:
-                        await self._drop_cached(inode.ino, start, end)
-                    if gmem.view:
-                        await self._drop_cached(gmem.view, start, end)
-                finally:
-                    gmem.end_private(start, end)
-
-    @staticmethod
-    async def _drop_cached(ino: int, start: int, end: int) -> None:
-        """The kernel's cache of [start, end) of an inode, written back and dropped (in a worker
-        thread: writeback comes back to this daemon as writepage)."""
-        invalidate = functools.partial(pyfuse3.invalidate_inode, ino, offset=start, length=end - start)
-        await trio.to_thread.run_sync(invalidate)
-
-    def _injected_fault(self, operation: str) -> None:
-        fault = self.faults.trip(operation)
-        if fault:
-            raise GmemError(fault, f"injected fault: {operation}")
-
-    @staticmethod
-    async def _in_worker_thread(gmem: GuestMemfd, change, *args):
-        """Run a long page change in a worker thread, after the file's page changes under way and
-        before those that arrive meanwhile (change_lock); the loop answers everyone else."""
-        async with gmem.change_lock:
-            return await trio.to_thread.run_sync(change, *args)
-
-    @staticmethod
-    async def _serialized(gmem: GuestMemfd, change, *args):
-        """Run a page change after any that is under way in a thread (a large allocation,
-        a conversion waiting for the kernel). Without one, no lock: taking a trio lock is
-        two scheduler checkpoints, more than most changes cost."""
-        if gmem.change_lock.locked():
-            async with gmem.change_lock:
-                return change(*args)
-        return change(*args)
+        return await self.conversions.convert(handle.inode, cmd, in_buf)
 
     # ---- inspection attributes ----------------------------------------------------------
 
