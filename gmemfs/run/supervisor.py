@@ -13,7 +13,7 @@ call is answered here, in the order the kernel makes its checks, with the kernel
   program's thread makes the slot as KVM must see it, and only what KVM accepted is recorded.
   KVM never sees KVM_MEM_GUEST_MEMFD: a guest_memfd slot is ordinary memory to it. Where the
   guest must reach pages the host cannot (a private VM) or memory the program never mapped
-  (userspace_addr 0), the slot is emulated (EmulatedSlot): KVM gets one memslot per run of
+  (userspace_addr 0), the slot is emulated (slot_layout.py): KVM gets one memslot per run of
   private or shared pages, the private ones over a mapping of the file's guest view.
 - KVM_SET_MEMORY_ATTRIBUTES, and conversions of a bound file: the attributes (and RFC v1's
   conversion of the file's pages), then the emulated slots laid out anew.
@@ -33,13 +33,13 @@ import os
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import trio
 
 from ..base.hugepages import HugePageSupport
-from ..base.ranges import RangeSet, parse_ranges
+from ..base.ranges import parse_ranges
 from ..client import ConversionError, convert_private, convert_shared, create_guest_memfd
 from ..daemon.backing import fallocate
 from ..daemon.host_users import CheckIncomplete, first_mapped_page
@@ -70,12 +70,12 @@ from ..kernel.uapi import (
     KVM_X86_SW_PROTECTED_VM,
     XATTR_ALLOCATED,
     XATTR_FLAGS,
-    XATTR_SHARED,
     AbiProfile,
 )
-from .injection import MAP_SHARED, PROT_READ_WRITE, SYS_CLOSE, SYS_MADVISE, SYS_MMAP, SYS_MUNMAP, U64, ThreadTakeover
-from .memslots import KVM_USER_MEM_SLOTS, GmemFile, MemoryRegion, Memslots, Piece, pieces
+from .injection import SYS_CLOSE, SYS_MMAP, U64, ThreadTakeover
+from .memslots import GmemFile, MemoryRegion, Memslots
 from .seccomp import Listener, Notification
+from .slot_layout import SlotLayout, overlaps
 from .tracee import (
     VM_FD,
     KnownProcess,
@@ -91,13 +91,13 @@ from .tracee import (
     same_mm,
     thread_group,
 )
+from .vms import Vm
 
 log = logging.getLogger(__name__)
 
 KVM_DEVICE = "/dev/kvm"
 KVM_DEVICE_NUMBER = os.makedev(10, 232)  # misc device "kvm", whatever node or path reaches it
 LOFF_MAX = (1 << 63) - 1
-MADV_DONTDUMP = 16
 EMULATED_VM_TYPES = (KVM_X86_SW_PROTECTED_VM,)
 CREATIONS = frozenset({KVM_CREATE_VM, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2})
 
@@ -128,43 +128,6 @@ class InThread:
     or_kernel: bool = False  # if the thread cannot be taken over (traced already), the kernel runs the call
 
 
-@dataclass
-class EmulatedSlot:
-    """A guest_memfd slot KVM holds as several memslots: private runs over our mapping of the
-    file's guest view, shared runs over the program's own memory (or our mapping of the file)."""
-
-    region: MemoryRegion
-    ino: int  # the gmemfs file it binds
-    shared_base: int
-    private_base: int
-    mappings: list[tuple[int, int]]  # (address, length) we mapped in the program, to unmap
-    pieces: dict[Piece, int] = field(default_factory=dict)  # each piece's KVM slot id
-
-    @property
-    def gpa_range(self) -> tuple[int, int]:
-        return self.region.guest_phys_addr, self.region.guest_phys_addr + self.region.memory_size
-
-
-@dataclass
-class Vm:
-    """One of the program's VMs, known by our copy of its fd (kcmp compares open files).
-
-    creator: the process whose thread made it. KVM binds a VM to its creator's mm and answers
-    EIO to a VM ioctl from any other (kvm_vm_ioctl()); None for a VM we did not see created
-    (the program was traced, so its thread could not make it for us): anyone may use it."""
-
-    fd: int
-    memslots: Memslots
-    creator: "KnownProcess | None" = None
-    private: bool = False  # created as a VM type with private memory, emulated on a type-0 VM
-    bound_files: dict[int, int] = field(default_factory=dict)  # gmemfs inode -> our fd, while a slot binds it
-    private_gpas: RangeSet = field(default_factory=RangeSet)  # KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)
-    emulated: dict[tuple[int, int], EmulatedSlot] = field(default_factory=dict)
-
-    def piece_ids(self) -> "set[tuple[int, int]]":
-        return {(key[0], slot_id) for key, slot in self.emulated.items() for slot_id in slot.pieces.values()}
-
-
 class GuestMemfdSupervisor:
     """Answers the trapped calls of one program (its threads and children) from one gmemfs mount.
 
@@ -181,6 +144,7 @@ class GuestMemfdSupervisor:
         self.mount_device = os.stat(mount_path).st_dev
         self.mount_id = _mount_id(mount_path)
         self.profile = profile
+        self.layout = SlotLayout(profile)
         self.others = others
         self.support = HugePageSupport.probe()
         self.address_spaces = _kvm_address_spaces()
@@ -382,13 +346,13 @@ class GuestMemfdSupervisor:
 
     def _set_region_in_thread(self, vm: Vm, region: MemoryRegion, slot, version: int, call, takeover, theirs):
         """The slot as KVM must hold it, made by the program's thread; recorded once KVM took it."""
-        self._make_room_for(takeover, call.fd, vm, region)
+        self.layout.make_room_for(takeover, call.fd, vm, region)
         old = vm.memslots.slots.get(region.slot_key)
         emulated = vm.emulated.get(region.slot_key)
         if emulated is not None:
-            result = self._remove_emulated(takeover, call.fd, vm, emulated)
+            result = self.layout.remove(takeover, call.fd, vm, emulated)
         elif slot is not None and slot.binding and self._emulates(vm, region):
-            result = self._add_emulated(takeover, call.fd, vm, region, slot.binding, theirs)
+            result = self.layout.add(takeover, call.fd, vm, region, slot.binding, theirs)
         else:
             result = takeover.ioctl_with(call.fd, call.request, _region_struct(region, version))
         if result == 0:
@@ -427,9 +391,9 @@ class GuestMemfdSupervisor:
         if self.profile.memory_attributes:
             self._convert_bound_pages(vm, address, end, to_private)
         (vm.private_gpas.add if to_private else vm.private_gpas.remove)(address, end)
-        if not any(_overlaps(slot.gpa_range, (address, end)) for slot in vm.emulated.values()):
+        if not any(overlaps(slot.gpa_range, (address, end)) for slot in vm.emulated.values()):
             return 0
-        return InThread(lambda takeover, _theirs: self._lay_out(takeover, call.fd, vm, (address, end)))
+        return InThread(lambda takeover, _theirs: self.layout.lay_out(takeover, call.fd, vm, (address, end)))
 
     def _convert_bound_pages(self, vm: Vm, start: int, end: int, to_private: bool) -> None:
         """RFC v1 29/39: the bound file pages follow; PRIVATE is EINVAL while the host maps one."""
@@ -468,7 +432,7 @@ class GuestMemfdSupervisor:
         def convert(takeover: ThreadTakeover, theirs: "list[int]") -> int:
             result = takeover.ioctl(call.fd, call.request, call.argument)  # the program's own struct, in and out
             if result == 0:
-                self._lay_out(takeover, theirs[0], vm, None)
+                self.layout.lay_out(takeover, theirs[0], vm, None)
             return result
 
         return InThread(convert, install=(vm.fd,))
@@ -486,104 +450,6 @@ class GuestMemfdSupervisor:
         return os.open(
             os.path.join(self.mount_path, os.fsdecode(GUEST_VIEW_PREFIX) + str(ino)), os.O_RDWR | os.O_CLOEXEC
         )
-
-    def _add_emulated(self, takeover, vm_fd: int, vm: Vm, region: MemoryRegion, binding, theirs) -> int:
-        mappings = []
-        file_fd = theirs[0]
-        shared_base = region.userspace_addr
-        private_base = 0
-        if not shared_base and self.profile.mmap_allowed(self._flags(vm.bound_files[binding.file])):
-            shared_base = self._map(takeover, file_fd, binding.offset, binding.size, mappings)
-        if vm.private:
-            private_base = self._map(takeover, theirs[1], binding.offset, binding.size, mappings)
-            takeover.syscall(SYS_MADVISE, private_base, binding.size, MADV_DONTDUMP)  # no core dump of it
-        emulated = EmulatedSlot(region, binding.file, shared_base, private_base, mappings)
-        vm.emulated[region.slot_key] = emulated
-        result = self._lay_out(takeover, vm_fd, vm, emulated.gpa_range, only=emulated)
-        if result:
-            self._remove_emulated(takeover, vm_fd, vm, emulated)
-        return result
-
-    def _map(self, takeover, fd: int, offset: int, size: int, mappings: list) -> int:
-        address = takeover.syscall(SYS_MMAP, 0, size, PROT_READ_WRITE, MAP_SHARED, fd, offset)
-        if address < 0:
-            raise OSError(-address, "mmap of guest memory in the program")
-        mappings.append((address, size))
-        return address
-
-    def _remove_emulated(self, takeover, vm_fd: int, vm: Vm, emulated: EmulatedSlot) -> int:
-        for slot_id in emulated.pieces.values():
-            takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, None))
-        emulated.pieces.clear()
-        for address, length in emulated.mappings:
-            takeover.syscall(SYS_MUNMAP, address, length)
-        vm.emulated.pop(emulated.region.slot_key, None)
-        return 0
-
-    def _lay_out(self, takeover, vm_fd: int, vm: Vm, gpa_range, only: "EmulatedSlot | None" = None) -> int:
-        """Give KVM the memslots that the private and shared pages of emulated slots call for now
-        (those overlapping gpa_range, every one if None): changed pieces only."""
-        for emulated in [only] if only else list(vm.emulated.values()):
-            if gpa_range and not _overlaps(emulated.gpa_range, gpa_range):
-                continue
-            region = emulated.region
-            wanted = pieces(
-                region.guest_phys_addr,
-                region.memory_size,
-                self._private_runs(vm, emulated),
-                emulated.shared_base,
-                emulated.private_base,
-            )
-            for piece in [piece for piece in emulated.pieces if piece not in wanted]:
-                slot_id = emulated.pieces.pop(piece)
-                takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, None))
-            for piece in wanted:
-                if piece in emulated.pieces:
-                    continue
-                slot_id = self._free_piece_id(vm, emulated)
-                result = takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, piece))
-                if result:
-                    return result
-                emulated.pieces[piece] = slot_id
-        return 0
-
-    def _private_runs(self, vm: Vm, emulated: EmulatedSlot) -> "list[tuple[int, int]]":
-        """Guest physical runs of the slot that KVM must map from the file's private pages."""
-        if not vm.private:
-            return []
-        region = emulated.region
-        start, end = emulated.gpa_range
-        fd = vm.bound_files[emulated.ino]
-        if not self.profile.private_from_file(self._flags(fd)):
-            return list(vm.private_gpas.overlapping(start, end))
-        shared = parse_ranges(os.getxattr(fd, XATTR_SHARED).decode())
-        to_gpa = start - region.guest_memfd_offset
-        return [
-            (low + to_gpa, high + to_gpa)
-            for low, high in shared.gaps(region.guest_memfd_offset, region.guest_memfd_offset + region.memory_size)
-        ]
-
-    def _free_piece_id(self, vm: Vm, emulated: EmulatedSlot) -> int:
-        """The slot's own id for its first piece, then ids from the top, which VMMs rarely use."""
-        as_id, own = emulated.region.slot_key
-        taken = vm.piece_ids() | set(vm.memslots.slots)
-        if (as_id, own) not in vm.piece_ids():
-            return own
-        return next(slot_id for slot_id in range(KVM_USER_MEM_SLOTS - 1, 0, -1) if (as_id, slot_id) not in taken)
-
-    def _make_room_for(self, takeover, vm_fd: int, vm: Vm, region: MemoryRegion) -> None:
-        """A VMM's slot id that one of our pieces holds: the piece moves to another id first."""
-        for emulated in vm.emulated.values():
-            for piece, slot_id in list(emulated.pieces.items()):
-                if (
-                    emulated.region.slot_key[0],
-                    slot_id,
-                ) == region.slot_key and emulated.region.slot_key != region.slot_key:
-                    takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, slot_id, None))
-                    del emulated.pieces[piece]
-                    new_id = self._free_piece_id(vm, emulated)
-                    takeover.ioctl_with(vm_fd, KVM_SET_USER_MEMORY_REGION, _piece_struct(emulated, new_id, piece))
-                    emulated.pieces[piece] = new_id
 
     def private_mapping(self, call: Notification):
         """kvm_gmem_mmap(): a file without MMAP is ENODEV, a mapping that is not shared EINVAL.
@@ -648,10 +514,6 @@ class GuestMemfdSupervisor:
         if not creator.alive():
             return False
         return same_mm(creator.pid, call.pid) or thread_group(call.pid) == creator.pid
-
-    @staticmethod
-    def _flags(fd: int) -> int:
-        return parse_flags_value(os.getxattr(fd, XATTR_FLAGS))
 
     @staticmethod
     def _creates_slot(vm: Vm, region: MemoryRegion) -> bool:
@@ -733,10 +595,6 @@ def _prepare_anew(fd: int, start: int, end: int) -> None:
         fallocate(fd, FALLOC_FL_KEEP_SIZE, low, high - low)
 
 
-def _overlaps(a: "tuple[int, int]", b: "tuple[int, int]") -> bool:
-    return a[0] < b[1] and b[0] < a[1]
-
-
 def _region_struct(region: MemoryRegion, version: int) -> bytes:
     """The region as KVM must get it: a guest_memfd slot is ordinary memory to KVM."""
     flags = region.flags & ~KVM_MEM_GUEST_MEMFD
@@ -761,15 +619,6 @@ def _region_struct(region: MemoryRegion, version: int) -> bytes:
         0,
         *[0] * 14,
     )
-
-
-def _piece_struct(emulated: EmulatedSlot, slot_id: int, piece: "Piece | None") -> bytes:
-    """KVM_SET_USER_MEMORY_REGION for one piece (None: delete the piece's slot)."""
-    slot = emulated.region.slot_key[0] << 16 | slot_id
-    if piece is None:
-        return struct.pack(KVM_USER_MEMORY_REGION_STRUCT, slot, 0, 0, 0, 0)
-    flags = emulated.region.flags & ~KVM_MEM_GUEST_MEMFD
-    return struct.pack(KVM_USER_MEMORY_REGION_STRUCT, slot, flags, piece.gpa, piece.size, piece.uaddr)
 
 
 def _mount_id(path: str) -> int:
