@@ -4,6 +4,7 @@ The parts, each a folder, from the ground up; a part imports only the parts belo
 
 - base:     plumbing that knows nothing of guest_memfd (libc, sizes, ranges, pools, /proc)
 - kernel:   the kernel's numbers, ABI profiles and rules, pure
+- trace:    trace events, their words, the daemon's event stream and the merge of streams
 - client:   what VMM code imports (create_guest_memfd, conversions), this module's names
 - daemon:   the FUSE filesystem: operations, inodes, files, backing memory, conversions
 - run:      `gmemfs run`: seccomp, supervisor, injection into the program, memslots

@@ -3,5 +3,5 @@ each gmem file from unsized to evicted, its kernel memory, the conversion protoc
 in-use check, mount options, limits, injected failures), and the process that runs a daemon.
 
 Owns: every gmem file's state; one trio event loop serves it. May import: gmemfs.base,
-gmemfs.kernel.
+gmemfs.kernel, gmemfs.trace.
 """

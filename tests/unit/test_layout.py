@@ -1,4 +1,4 @@
-"""The package's parts import one way: base < kernel < client < daemon < run, commands < cli."""
+"""The package's parts import one way: base < kernel < trace, client < daemon < run, commands < cli."""
 
 import ast
 import functools
@@ -12,15 +12,16 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "gmemfs"
 MAY_IMPORT = {
     "base": set(),
     "kernel": {"base"},
+    "trace": {"base", "kernel"},
     "client": {"base", "kernel"},
-    "daemon": {"base", "kernel"},
-    "run": {"base", "kernel", "client", "daemon"},
-    "commands": {"base", "kernel", "client"},
-    "cli": {"base", "kernel", "client", "daemon", "run", "commands"},
+    "daemon": {"base", "kernel", "trace"},
+    "run": {"base", "kernel", "trace", "client", "daemon"},
+    "commands": {"base", "kernel", "trace", "client"},
+    "cli": {"base", "kernel", "trace", "client", "daemon", "run", "commands"},
     "__main__": {"cli"},
     "__init__": {"base", "kernel", "client", "daemon"},
 }
-PARTS = ("base", "kernel", "daemon", "run", "commands")
+PARTS = ("base", "kernel", "trace", "daemon", "run", "commands")
 
 
 def module_name(path: pathlib.Path) -> str:
