@@ -51,6 +51,7 @@ XATTR_PAGE_ORDER = b"user.gmem.page_order"  # hugetlb-2025: kvm_create_guest_mem
 XATTR_UNLINKED = b"user.gmem.unlinked"  # on the mount's root: files that only fds reach
 XATTR_ABI = b"user.gmem.abi"  # on the mount's root: the ABI profile's name
 GUEST_VIEW_PREFIX = b".gmemfs-guest-view-"  # + a file's inode number: its guest view, for root only
+TRACE_FILE = b".gmemfs-trace"  # the daemon's event stream (gmemfs.trace), for root only
 XATTR_SIZE_MAX = 65536  # linux/limits.h: the longest value getxattr(2) delivers (E2BIG beyond)
 
 
