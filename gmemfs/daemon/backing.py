@@ -41,7 +41,11 @@ def _out_of_fds(err: int) -> "GmemError | None":
     if err not in (errno.EMFILE, errno.ENFILE):
         return None
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    return GmemError(errno.ENOSPC, f"the daemon holds one fd per sized file and has no more (limit {limit})")
+    return GmemError(
+        errno.ENOSPC,
+        f"the daemon holds one fd per sized file and has no more (limit {limit})",
+        function="gmemfs: the daemon's fd limit",
+    )
 
 
 def _keep_fds_free(fd: int) -> None:
@@ -93,13 +97,19 @@ class Backing:
         """
         pages = size // page_size
         if pool_counters(page_size).available < pages:
-            raise GmemError(errno.ENOMEM, f"the {page_size}-byte huge page pool cannot reserve {pages} pages")
+            raise GmemError(
+                errno.ENOMEM,
+                f"the {page_size}-byte huge page pool cannot reserve {pages} pages",
+                function="hugepage_new_subpool",
+            )
         try:
             mount_fd = _hugetlbfs_superblock(page_size, size)
         except OSError as error:
             if error.errno == errno.ENOMEM:
                 raise GmemError(
-                    errno.ENOMEM, f"the {page_size}-byte huge page pool cannot reserve {size // page_size} pages"
+                    errno.ENOMEM,
+                    f"the {page_size}-byte huge page pool cannot reserve {size // page_size} pages",
+                    function="hugepage_new_subpool",
                 ) from None
             raise
         try:
@@ -132,7 +142,11 @@ class Backing:
             mmap.mmap(self.fd, end - start, flags=mmap.MAP_SHARED, offset=start).close()
         except OSError as error:
             if error.errno == errno.ENOMEM:
-                raise GmemError(errno.ENOMEM, "the hugetlb cgroup's reservation limit would be passed") from None
+                raise GmemError(
+                    errno.ENOMEM,
+                    "the hugetlb cgroup's reservation limit would be passed",
+                    function="hugetlb_cgroup_charge_cgroup_rsvd_for_order",
+                ) from None
             raise
 
     @classmethod

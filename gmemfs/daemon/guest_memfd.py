@@ -184,7 +184,11 @@ class GuestMemfd:
         for gap_start, gap_end in gaps:
             for chunk_start in range(gap_start, gap_end, chunk):
                 if interrupted and interrupted():
-                    raise GmemError(errno.EINTR, f"allocation interrupted by a signal at {chunk_start:#x}")
+                    raise GmemError(
+                        errno.EINTR,
+                        f"allocation interrupted by a signal at {chunk_start:#x}",
+                        function="kvm_gmem_allocate",
+                    )
                 chunk_end = min(chunk_start + chunk, gap_end)
                 try:
                     self.backing.allocate(chunk_start, chunk_end)

@@ -35,13 +35,21 @@ class MountQuota:
         with self._lock:
             if page_size == BASE_PAGE_SIZE:
                 if self.max_bytes is not None and self.bytes + size > self.max_bytes:
-                    raise GmemError(errno.ENOMEM, f"the mount's max_size={self.max_bytes} would be passed")
+                    raise GmemError(
+                        errno.ENOMEM,
+                        f"the mount's max_size={self.max_bytes} would be passed",
+                        function="gmemfs: -o max_size",
+                    )
                 self.bytes += size
             else:
                 limit = self.max_huge_pages
                 if limit is not None and self.huge_bytes + size > limit * self.huge_page_unit:
                     unit = format_size(self.huge_page_unit)
-                    raise GmemError(errno.ENOMEM, f"the mount's max_huge_pages={limit} ({unit} pages) would be passed")
+                    raise GmemError(
+                        errno.ENOMEM,
+                        f"the mount's max_huge_pages={limit} ({unit} pages) would be passed",
+                        function="gmemfs: -o max_huge_pages",
+                    )
                 self.huge_bytes += size
 
     def release(self, size: int, page_size: int) -> None:
@@ -61,4 +69,4 @@ def huge_page_unit(mount_page_size: int, default_huge_page_size: int) -> int:
 def check_file_limit(files: int, max_files: "int | None") -> None:
     """ENOSPC when the mount holds max_files already (tmpfs's nr_inodes=: see InodeTable.charged)."""
     if max_files is not None and files >= max_files:
-        raise GmemError(errno.ENOSPC, f"the mount's max_files={max_files} is reached")
+        raise GmemError(errno.ENOSPC, f"the mount's max_files={max_files} is reached", function="gmemfs: -o max_files")

@@ -80,8 +80,16 @@ class GmemFile:
 NOT_OPEN = None  # the fd a slot names is not open: EBADF
 
 
-def _refuse(rule: str, err: int = errno.EINVAL) -> GmemError:
-    return GmemError(err, f"memslot: {rule}")
+# The kernel's functions that refuse (virt/kvm/kvm_main.c and guest_memfd.c; RFC v2 for kvm_gmem_is_same_range).
+VM_IOCTL = "kvm_vm_ioctl"
+SET_REGION = "kvm_vm_ioctl_set_memory_region"
+CHECK_FLAGS = "check_memory_region_flags"
+SET_REGION_CHECKS = "kvm_set_memory_region"  # __kvm_set_memory_region before 6.12
+BIND = "kvm_gmem_bind"
+
+
+def _refuse(rule: str, function: str, err: int = errno.EINVAL) -> GmemError:
+    return GmemError(err, f"memslot: {rule}", function=function)
 
 
 class Memslots:
@@ -107,16 +115,16 @@ class Memslots:
         VMs with private memory).
         """
         if version == 1 and region.flags & ~SET_USER_MEMORY_REGION_V1_FLAGS:
-            raise _refuse(f"flags {region.flags:#x} are not valid for KVM_SET_USER_MEMORY_REGION")
+            raise _refuse(f"flags {region.flags:#x} are not valid for KVM_SET_USER_MEMORY_REGION", VM_IOCTL)
         as_id, slot_id = region.slot_key
         if slot_id >= KVM_USER_MEM_SLOTS:
-            raise _refuse(f"slot id {slot_id} is not below {KVM_USER_MEM_SLOTS}")
+            raise _refuse(f"slot id {slot_id} is not below {KVM_USER_MEM_SLOTS}", SET_REGION)
         self._check_flags(region.flags, guest_memfd)
         self._check_sanity(region)
         old = self.slots.get(region.slot_key)
         if not region.memory_size:
             if old is None:
-                raise _refuse(f"slot {region.slot:#x} does not exist, so cannot be deleted")
+                raise _refuse(f"slot {region.slot:#x} does not exist, so cannot be deleted", SET_REGION_CHECKS)
             return None
         base_gfn, npages = region.guest_phys_addr // BASE_PAGE_SIZE, region.memory_size // BASE_PAGE_SIZE
         new = Memslot(base_gfn, npages, region.flags, region.userspace_addr)
@@ -131,7 +139,9 @@ class Memslots:
             and base_gfn < slot.base_gfn + slot.npages
             for key, slot in self.slots.items()
         ):
-            raise _refuse(f"guest physical range of slot {region.slot:#x} overlaps another slot", errno.EEXIST)
+            raise _refuse(
+                f"guest physical range of slot {region.slot:#x} overlaps another slot", SET_REGION_CHECKS, errno.EEXIST
+            )
         if old is not None:
             return replace(new, binding=old.binding)  # a move keeps no guest_memfd (refused above)
         if region.flags & KVM_MEM_GUEST_MEMFD:
@@ -164,55 +174,70 @@ class Memslots:
         else:
             valid |= KVM_MEM_READONLY  # read-only guest_memfd slots would be MMIO
         if flags & ~valid:
-            raise _refuse(f"flags {flags:#x} are not valid together")
+            raise _refuse(f"flags {flags:#x} are not valid together", CHECK_FLAGS)
 
     def _check_sanity(self, region: MemoryRegion) -> None:
         """The 'general sanity checks' of __kvm_set_memory_region()."""
         size = region.memory_size
         if size % BASE_PAGE_SIZE:
-            raise _refuse(f"memory_size {size:#x} is not page aligned")
+            raise _refuse(f"memory_size {size:#x} is not page aligned", SET_REGION_CHECKS)
         if region.guest_phys_addr % BASE_PAGE_SIZE:
-            raise _refuse(f"guest_phys_addr {region.guest_phys_addr:#x} is not page aligned")
+            raise _refuse(f"guest_phys_addr {region.guest_phys_addr:#x} is not page aligned", SET_REGION_CHECKS)
         if region.userspace_addr % BASE_PAGE_SIZE or region.userspace_addr + size > TASK_SIZE_MAX:
-            raise _refuse(f"userspace_addr {region.userspace_addr:#x} is not a page-aligned user address")
+            raise _refuse(
+                f"userspace_addr {region.userspace_addr:#x} is not a page-aligned user address", SET_REGION_CHECKS
+            )
         if region.flags & KVM_MEM_GUEST_MEMFD and (
             region.guest_memfd_offset % BASE_PAGE_SIZE or region.guest_memfd_offset + size > U64_MAX
         ):
-            raise _refuse(f"guest_memfd_offset {region.guest_memfd_offset:#x} is not page aligned or overflows")
+            raise _refuse(
+                f"guest_memfd_offset {region.guest_memfd_offset:#x} is not page aligned or overflows", SET_REGION_CHECKS
+            )
         as_id, slot_id = region.slot_key
         if as_id >= self.address_spaces or slot_id >= KVM_MEM_SLOTS_NUM:
-            raise _refuse(f"address space {as_id} does not exist")
+            raise _refuse(f"address space {as_id} does not exist", SET_REGION_CHECKS)
         if region.guest_phys_addr + size > U64_MAX:
-            raise _refuse("guest_phys_addr + memory_size overflows")
+            raise _refuse("guest_phys_addr + memory_size overflows", SET_REGION_CHECKS)
         if size // BASE_PAGE_SIZE > KVM_MEM_MAX_NR_PAGES:
-            raise _refuse(f"memory_size {size:#x} is larger than a slot may be")
+            raise _refuse(f"memory_size {size:#x} is larger than a slot may be", SET_REGION_CHECKS)
 
     @staticmethod
     def _check_modification(region: MemoryRegion, old: Memslot, new: Memslot) -> None:
         if region.flags & KVM_MEM_GUEST_MEMFD:
-            raise _refuse(f"slot {region.slot:#x} exists: guest_memfd slots can only be created and deleted")
+            raise _refuse(
+                f"slot {region.slot:#x} exists: guest_memfd slots can only be created and deleted", SET_REGION_CHECKS
+            )
         if (
             new.userspace_addr != old.userspace_addr
             or new.npages != old.npages
             or (new.flags ^ old.flags) & KVM_MEM_READONLY
             or old.binding
         ):
-            raise _refuse(f"slot {region.slot:#x} exists and this change is not a move or a flags change")
+            raise _refuse(
+                f"slot {region.slot:#x} exists and this change is not a move or a flags change", SET_REGION_CHECKS
+            )
 
     def _check_binding(self, region: MemoryRegion, gmem: "GmemFile | None") -> GmemBinding:
         """kvm_gmem_bind(): the fd is a guest_memfd of this VM, the range fits and is bound once."""
         if gmem is NOT_OPEN:
-            raise _refuse(f"guest_memfd {region.guest_memfd} is not an open fd", errno.EBADF)
+            raise _refuse(f"guest_memfd {region.guest_memfd} is not an open fd", BIND, errno.EBADF)
         if not gmem.this_vm:
-            raise _refuse(f"fd {region.guest_memfd} is not a guest_memfd of this VM")
+            raise _refuse(f"fd {region.guest_memfd} is not a guest_memfd of this VM", BIND)
         binding = GmemBinding(gmem.ino, region.guest_memfd_offset, region.memory_size)
         if binding.offset + binding.size > gmem.size:
-            raise _refuse(f"guest_memfd range {binding.offset:#x}+{binding.size:#x} passes its size {gmem.size:#x}")
+            raise _refuse(
+                f"guest_memfd range {binding.offset:#x}+{binding.size:#x} passes its size {gmem.size:#x}", BIND
+            )
         if not gmem.maps_its_range:  # RFC v2's kvm_gmem_is_same_range()
-            raise _refuse(f"userspace_addr {region.userspace_addr:#x} does not map the file at {binding.offset:#x}")
+            raise _refuse(
+                f"userspace_addr {region.userspace_addr:#x} does not map the file at {binding.offset:#x}",
+                "kvm_gmem_is_same_range",
+            )
         if any(slot.binding and slot.binding.overlaps(binding) for slot in self.slots.values()):
             raise _refuse(
-                f"guest_memfd range {binding.offset:#x}+{binding.size:#x} is already bound", self.bound_range_errno
+                f"guest_memfd range {binding.offset:#x}+{binding.size:#x} is already bound",
+                BIND,
+                self.bound_range_errno,
             )
         return binding
 

@@ -1,0 +1,15 @@
+"""The modules whose every GmemError names the function that makes the refusal (the trace prints it)."""
+
+import pathlib
+
+PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "gmemfs"
+NAMING_MODULES = frozenset(
+    str(PACKAGE / name)
+    for name in (
+        "kernel/rules.py",
+        "daemon/limits.py",
+        "daemon/backing.py",
+        "daemon/guest_memfd.py",
+        "run/memslots.py",
+    )
+)
