@@ -1,6 +1,6 @@
 """gmemfs run: an unchanged program (a VMM, a selftest) gets gmemfs memory from KVM's own ioctls.
 
-    gmemfs run [-o OPTIONS] [--mount DIR] -- PROGRAM [ARGS...]
+    gmemfs run [-o OPTIONS] [--mount DIR] [--trace[=FILE]] [--trace-format=json] -- PROGRAM [ARGS...]
 
 Like fakeroot or umockdev-run: PROGRAM runs with a seccomp filter that sends its
 guest_memfd ioctls here (supervisor.py), and everything else to the kernel. Without
@@ -14,6 +14,8 @@ ours (a death by signal is passed on as the same signal); SIGTERM, SIGHUP, SIGUS
 SIGUSR2 and SIGALRM sent to us are passed to it (once it is gone, to the processes it left).
 Terminal signals (SIGINT, SIGQUIT) reach it from the terminal directly, so we ignore them,
 as system(3) does.
+--trace prints one line per guest_memfd event of the program (tracing.py): its trapped calls
+and what its daemon did for them, in one order of time.
 """
 
 import argparse
@@ -25,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -38,6 +41,7 @@ from .exec_trapped import TERMINAL_SIGNALS
 from .private_mount import may_make_private_mounts, path_in, private_mountpoint, root_is_a_mount_point
 from .seccomp import Listener
 from .supervisor import GuestMemfdSupervisor
+from .tracing import RunTrace, open_output
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 PR_SET_CHILD_SUBREAPER = 36
@@ -58,7 +62,7 @@ NOT_A_MOUNT_POINT = (
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="gmemfs run",
-        usage="%(prog)s [-o OPT[=VAL],...] [--mount DIR] -- PROGRAM [ARGS...]",
+        usage="%(prog)s [-o OPT[=VAL],...] [--mount DIR] [--trace[=FILE]] [--trace-format=json] -- PROGRAM [ARGS...]",
         description="Run PROGRAM with KVM_CREATE_GUEST_MEMFD answered by gmemfs files "
         "(and the guest_memfd capabilities, memslot binding and, under abi=rfc-v1, "
         "KVM_SET_MEMORY_ATTRIBUTES conversions of the chosen ABI profile).",
@@ -66,6 +70,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[=VAL],...")
     parser.add_argument("--mount", metavar="DIR", help="use this gmemfs mount (its own ABI profile)")
+    parser.add_argument(
+        "--trace",
+        nargs="?",
+        const="-",
+        metavar="FILE",
+        help="one line per guest_memfd event of the program: the ioctls decoded, what the daemon did, every "
+        "refusal with its rule and the series' function (to FILE, or standard error)",
+    )
+    parser.add_argument("--trace-format", choices=("text", "json"), default="text", help="json: one object a line")
     parser.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     args = parser.parse_args(argv)
     if args.program[:1] == ["--"]:
@@ -158,21 +171,60 @@ class ProgramProcesses:
 
 
 async def supervise(
-    process: subprocess.Popen, supervisor: GuestMemfdSupervisor, *, orphans: bool = False, others=()
+    process: subprocess.Popen,
+    supervisor: GuestMemfdSupervisor,
+    *,
+    orphans: bool = False,
+    others=(),
+    trace: "Tracing | None" = None,
 ) -> int:
     """Answer trapped calls, pass signals on and reap until no process of PROGRAM uses the filter
     any more (its listener's POLLHUP); the wait status of PROGRAM's first process.
 
     orphans: we are the subreaper of PROGRAM's processes (main() is), so we reap every child of
-    ours but `others`."""
+    ours but `others`. trace: the run's trace and the daemon's stream, printed as they come."""
     program = ProgramProcesses(process.pid, orphans=orphans, others=tuple(others))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_reap, program)
         nursery.start_soon(_forward_signals, program)
+        if trace:
+            nursery.start_soon(trace.run.follow, trace.daemon_stream)
+            nursery.start_soon(trace.run.print_as_they_age)
         await supervisor.serve()
+        if trace:  # the files the program left: released now, so their eviction is in the trace
+            supervisor.close()
+            await trio.sleep(trace.run.merger.hold * 2)
         nursery.cancel_scope.cancel()
     program.reap(wait=True)  # each has let go of the filter on its way out: their ends are near
     return program.first_status
+
+
+@dataclass
+class Tracing:
+    """--trace: the run's events and the daemon's trace file, opened before PROGRAM starts."""
+
+    run: RunTrace
+    daemon_stream: int
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, mount_path: str, shared_mount: bool) -> "Tracing":
+        try:
+            output = open_output(args.trace)
+        except OSError as error:
+            raise RunError(f"--trace={args.trace}: {error.strerror}") from None
+        run = RunTrace(output, json_lines=args.trace_format == "json")
+        if shared_mount:
+            run.files = set()
+        try:
+            return cls(run, run.open_daemon_stream(mount_path))
+        except OSError as error:
+            raise RunError(f"the daemon's trace cannot be read: {error.strerror} (an older gmemfs?)") from None
+
+    def close(self) -> None:
+        self.run.finish()
+        os.close(self.daemon_stream)
+        if self.run.output is not sys.stderr:
+            self.run.output.close()
 
 
 async def _reap(program: ProgramProcesses) -> None:
@@ -231,14 +283,19 @@ def main(argv: list[str]) -> int:
         for signum in TERMINAL_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+        trace = Tracing.start(args, path, shared_mount=bool(args.mount)) if args.trace else None
         process, listener = start_program(args.program, profile.name)
         others = (daemon.pid,) if daemon else ()
         supervisor = GuestMemfdSupervisor(listener, path, profile, others)
+        if trace:
+            supervisor.trace, supervisor.traced_files = trace.run.emit, trace.run.files
         try:
-            status = trio.run(partial(supervise, process, supervisor, orphans=True, others=others))
+            status = trio.run(partial(supervise, process, supervisor, orphans=True, others=others, trace=trace))
         finally:
             listener.close()
             supervisor.close()
+            if trace:
+                trace.close()
     except RunError as error:
         print(f"gmemfs run: {error}", file=sys.stderr)
         return RUN_FAILED

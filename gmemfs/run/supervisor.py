@@ -32,6 +32,7 @@ import mmap
 import os
 import stat
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -72,6 +73,7 @@ from ..kernel.uapi import (
     XATTR_FLAGS,
     AbiProfile,
 )
+from ..trace.events import TraceEvent
 from .injection import SYS_CLOSE, SYS_MMAP, U64, ThreadTakeover
 from .memslots import GmemFile, MemoryRegion, Memslots
 from .seccomp import Listener, Notification
@@ -91,6 +93,7 @@ from .tracee import (
     same_mm,
     thread_group,
 )
+from .tracing import KERNEL_RAN, call_event, call_words
 from .vms import Vm
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,8 @@ class GuestMemfdSupervisor:
             KVM_SET_MEMORY_ATTRIBUTES2: self.convert_file,
         }
         self.calls = 0
+        self.trace: Callable[[TraceEvent], None] | None = None  # gmemfs run --trace: where events go
+        self.traced_files: set[int] | None = None  # and the inodes it created, where the mount serves others too
 
     async def serve(self) -> None:
         """Answer trapped calls until cancelled (the program has ended) or nobody uses the filter.
@@ -181,43 +186,54 @@ class GuestMemfdSupervisor:
                 self.answer(notification)
 
     def answer(self, notification: Notification) -> None:
-        """Exactly one answer per trapped call, whatever the handler does."""
+        """Exactly one answer per trapped call, whatever the handler does; with a trace, its event."""
         self.calls += 1
+        started = time.monotonic()
+        words = call_words(notification, self.profile) if self.trace else ("", "")
         handler = self.private_mapping if notification.nr == SYS_MMAP else self.handlers.get(notification.request)
         if notification.nr != SYS_MMAP and notification.request in CREATIONS:
             try:
                 self._forget_closed()
             except OSError as error:  # the program's /proc could not be read: look again next time
                 log.info("gmemfs run: the program's open files could not be read: %s", error)
+        failure = None
         try:
             result = handler(notification) if handler else KERNEL
         except OSError as error:
-            self.listener.reply(notification, err=error.errno or errno.EIO)
-            return
+            failure, result = error, -(error.errno or errno.EIO)
+            self.listener.reply(notification, err=-result)
         except Exception:
             log.exception("gmemfs run: answering ioctl %#x failed", notification.request)
+            result = -errno.EIO
             self.listener.reply(notification, err=errno.EIO)
-            return
-        if result is KERNEL:
-            self.listener.let_kernel_run(notification)
-        elif isinstance(result, InstallFd):
-            self._install(notification, result.fd)
-        elif isinstance(result, InThread):
-            self._run_in_thread(notification, result)
         else:
-            self.listener.reply(notification, value=result)
+            if result is KERNEL:
+                self.listener.let_kernel_run(notification)
+                result = KERNEL_RAN
+            elif isinstance(result, InstallFd):
+                result = self._install(notification, result.fd)
+            elif isinstance(result, InThread):
+                result = self._run_in_thread(notification, result)
+            else:
+                self.listener.reply(notification, value=result)
+        if self.trace and not (notification.nr == SYS_MMAP and result is KERNEL_RAN):  # every other file's mmap
+            self.trace(call_event(notification, words, result, failure, started, self.profile))
 
-    def _install(self, notification: Notification, fd: int) -> None:
+    def _install(self, notification: Notification, fd: int) -> "int | None":
+        """The fd's number in the program, -errno, or None if the caller is gone."""
         try:
-            self.listener.reply_with_fd(notification, fd)
+            return self.listener.reply_with_fd(notification, fd)
         except OSError as error:
-            if error.errno != errno.ENOENT:  # ENOENT: the caller is gone, and so is the file with our fd
-                self.listener.reply(notification, err=error.errno)
+            if error.errno == errno.ENOENT:  # the caller is gone, and so is the file with our fd
+                return None
+            self.listener.reply(notification, err=error.errno)
+            return -error.errno
         finally:
             os.close(fd)
 
-    def _run_in_thread(self, notification: Notification, job: InThread) -> None:
-        """Take the trapped thread over, run the job in it, and let it return the job's result."""
+    def _run_in_thread(self, notification: Notification, job: InThread) -> "int | _KernelAnswers | None":
+        """Take the trapped thread over, run the job in it, and let it return the job's result:
+        that result, KERNEL_RAN, or None if the thread could not be taken over."""
         try:
             theirs = [self.listener.add_fd(notification, fd) for fd in job.install]
             takeover = ThreadTakeover(notification.pid, thread_group(notification.pid), self.listener.cookie)
@@ -225,10 +241,10 @@ class GuestMemfdSupervisor:
         except OSError as error:
             if error.errno == errno.EPERM and job.or_kernel:
                 self.listener.let_kernel_run(notification)
-            else:
-                log.warning("gmemfs run: ioctl %#x of thread %d: %s", notification.request, notification.pid, error)
-                self.listener.reply(notification, err=error.errno or errno.EIO)
-            return
+                return KERNEL_RAN
+            log.warning("gmemfs run: ioctl %#x of thread %d: %s", notification.request, notification.pid, error)
+            self.listener.reply(notification, err=error.errno or errno.EIO)
+            return -(error.errno or errno.EIO)
         finally:
             for fd in job.close_after_install:
                 os.close(fd)
@@ -238,7 +254,7 @@ class GuestMemfdSupervisor:
         except OSError as error:
             log.info("gmemfs run: thread %d could not be taken over: %s", notification.pid, error)
             takeover.abandon()
-            return
+            return None
         result = -errno.EIO
         try:
             result = job.work(takeover, theirs)
@@ -253,6 +269,7 @@ class GuestMemfdSupervisor:
                 takeover.finish(result)
             except OSError as error:
                 log.info("gmemfs run: thread %d went away while taken over: %s", notification.pid, error)
+        return result
 
     # ---- the trapped ioctls ---------------------------------------------------------
 
@@ -299,12 +316,17 @@ class GuestMemfdSupervisor:
             KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
         )
         if vm.private and flags & self.profile.private_vm_invalid_flags:
-            raise GmemError(errno.EINVAL, f"flags {flags:#x} are not valid for a VM with private memory")
+            raise GmemError(
+                errno.EINVAL, f"flags {flags:#x} are not valid for a VM with private memory", function="kvm_gmem_create"
+            )
         page_order = page_order if self.profile.page_order else 0  # reserved, and unchecked, elsewhere
         geometry = file_geometry(flags, page_order, self.profile, self.support.sizes, self.support.default_size)
         check_creation_size(0, size if size <= LOFF_MAX else -1, geometry.size_alignment)  # loff_t: negative if above
         fd = create_guest_memfd(self.mount_path, size, flags, page_order)
-        self.file_owner[os.fstat(fd).st_ino] = vm
+        ino = os.fstat(fd).st_ino
+        self.file_owner[ino] = vm
+        if self.traced_files is not None:
+            self.traced_files.add(ino)
         return InstallFd(fd)
 
     def set_memory_region(self, call: Notification):
@@ -377,13 +399,23 @@ class GuestMemfdSupervisor:
         if not self._in_vms_mm(vm, call):
             return KERNEL  # EIO
         if KVM_SET_MEMORY_ATTRIBUTES2 in self.profile.conversion_ioctls:  # v7 with kvm.vm_memory_attributes=0
-            raise GmemError(errno.ENOTTY, "KVM_SET_MEMORY_ATTRIBUTES: attributes live on the guest_memfd")
+            raise GmemError(
+                errno.ENOTTY, "KVM_SET_MEMORY_ATTRIBUTES: attributes live on the guest_memfd", function="kvm_vm_ioctl"
+            )
         address, size, attributes, flags = struct.unpack(KVM_MEMORY_ATTRIBUTES_STRUCT, self._read(call, 32))
         supported = self.profile.capability(KVM_CAP_MEMORY_ATTRIBUTES, vm.private) or 0
         if flags or attributes & ~supported:
-            raise GmemError(errno.EINVAL, "memory attributes: unknown flags or attributes")
+            raise GmemError(
+                errno.EINVAL,
+                "memory attributes: unknown flags or attributes",
+                function="kvm_vm_ioctl_set_mem_attributes",
+            )
         if not size or address + size > U64 or address % 4096 or size % 4096:
-            raise GmemError(errno.EINVAL, "memory attributes: empty, overflowing or unaligned range")
+            raise GmemError(
+                errno.EINVAL,
+                "memory attributes: empty, overflowing or unaligned range",
+                function="kvm_vm_ioctl_set_mem_attributes",
+            )
         to_private = bool(attributes & KVM_MEMORY_ATTRIBUTE_PRIVATE)
         end = address + size
         if vm.private_gpas.covers(address, end) if to_private else not any(vm.private_gpas.overlapping(address, end)):
@@ -401,13 +433,21 @@ class GuestMemfdSupervisor:
         if to_private and self.profile.refuses_mapped_private:
             for ino, offset, length in bound:
                 if self._first_mapped(ino, offset, offset + length) is not None:
-                    raise GmemError(errno.EINVAL, f"memory attributes: the host still maps a page of inode {ino}")
+                    raise GmemError(
+                        errno.EINVAL,
+                        f"memory attributes: the host still maps a page of inode {ino}",
+                        function="kvm_vm_set_mem_attributes",
+                    )
         convert = convert_private if to_private else convert_shared
         for ino, offset, length in bound:
             try:
                 convert(vm.bound_files[ino], offset, length)
             except ConversionError:
-                raise GmemError(errno.EINVAL, "memory attributes: a page is still in use by the host") from None
+                raise GmemError(
+                    errno.EINVAL,
+                    "memory attributes: a page is still in use by the host",
+                    function="kvm_vm_set_mem_attributes",
+                ) from None
             if self.profile.clears_on_conversion:
                 _prepare_anew(vm.bound_files[ino], offset, offset + length)
 
@@ -465,8 +505,8 @@ class GuestMemfdSupervisor:
             return KERNEL
         flags = parse_flags_value(os.getxattr(f"/proc/{call.pid}/fd/{fd}", XATTR_FLAGS))
         if not self.profile.mmap_allowed(flags):
-            raise GmemError(errno.ENODEV, "mmap of a guest_memfd that may not be mapped")
-        raise GmemError(errno.EINVAL, "MAP_PRIVATE mapping of a guest_memfd")
+            raise GmemError(errno.ENODEV, "mmap of a guest_memfd that may not be mapped", function="kvm_gmem_mmap")
+        raise GmemError(errno.EINVAL, "MAP_PRIVATE mapping of a guest_memfd", function="kvm_gmem_mmap")
 
     # ---- helpers ----------------------------------------------------------------------
 
