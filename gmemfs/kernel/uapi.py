@@ -329,8 +329,7 @@ HUGETLB_2025 = AbiProfile(  # linux-cc wip-gmem-conversions-hugetlb-restructurin
 )
 
 ABI_PROFILES = {
-    profile.name: profile
-    for profile in (RFC_V1, RFC_V2, LINUX_6_8, LINUX_6_18, UPSTREAM, INPLACE_V7, HUGETLB_2025)
+    profile.name: profile for profile in (RFC_V1, RFC_V2, LINUX_6_8, LINUX_6_18, UPSTREAM, INPLACE_V7, HUGETLB_2025)
 }
 DEFAULT_ABI = RFC_V1
 

@@ -199,4 +199,3 @@ def open_output(target: str) -> TextIO:
     if target == "-":
         return sys.stderr
     return open(target, "w", buffering=1)  # closed at the run's end
-
