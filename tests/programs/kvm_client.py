@@ -413,6 +413,34 @@ def scenario_conversions(flags, size):
     return out
 
 
+def scenario_traced(flags, size):
+    """What `gmemfs run --trace` must show, one call of each kind: a capability, a VM with
+    private memory, a refused and a good guest_memfd, an allocation, a binding, a conversion to
+    private, the host's refused fault, the guest on the private page, the way back, a punch and
+    a refused fallocate; the file is evicted when the run ends."""
+    system, vm = kvm(), create_vm(KVM_X86_SW_PROTECTED_VM)
+    out = {
+        "cap": result(check_extension, vm, 234),  # KVM_CAP_GUEST_MEMFD
+        "bad_size": result(create_guest_memfd, vm, size + 0x1000, flags),
+    }
+    gmem = create_guest_memfd(vm, size, flags)
+    out["allocate"] = result(fcntl_fallocate, gmem, 1, 0, size) or "OK"  # KEEP_SIZE
+    memory = mmap.mmap(gmem, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    out["bind"] = result(set_region, vm, 0, KVM_MEM_GUEST_MEMFD, 0, size, _address(memory), 0, gmem)
+    memory[0x1000 : 0x1000 + len(PRIVATE_GUEST_CODE)] = PRIVATE_GUEST_CODE
+    memory[0x2000] = 0x11
+    out["to_private"] = convert(gmem, KVM_GMEM_CONVERT_PRIVATE, 0x2000, 0x1000)
+    out["host_while_private"] = host_touch(memory, 0x2000)
+    vcpu, run = start_vcpu(system, vm)
+    out["guest"] = [run_until_exit(vcpu, run), run_until_exit(vcpu, run)]
+    out["to_shared"] = convert(gmem, KVM_GMEM_CONVERT_SHARED, 0x2000, 0x1000)
+    out["host_reads"] = memory[0x2000]
+    memory.close()
+    out["punch"] = result(fcntl_fallocate, gmem, 3, size - 0x200000, 0x200000) or "OK"  # PUNCH_HOLE|KEEP_SIZE
+    out["bad_fallocate"] = result(fcntl_fallocate, gmem, 1, 0x1000, 0x800) or "OK"  # not page aligned
+    return out
+
+
 # ---- what the kernel's answer confirms (issue 17, section 3) -----------------------------------
 
 CAP_GUEST_MEMFD = 234
