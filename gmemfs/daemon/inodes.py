@@ -138,6 +138,9 @@ class InodeTable:
         """KeyError when the inode does not exist (any more)."""
         return self._inodes[ino]
 
+    def find(self, ino: int) -> "Inode | None":
+        return self._inodes.get(ino)
+
     def __len__(self) -> int:
         return len(self._inodes)
 

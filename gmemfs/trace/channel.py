@@ -69,7 +69,7 @@ class TraceReader:
         self.closed = False
         self._partial = b""  # the rest of a line longer than a read's size
         self._arrived = trio.Event()
-        self._wake: "Callable[[], None] | None" = None
+        self._wake: Callable[[], None] | None = None
 
     @property
     def readable(self) -> bool:
