@@ -16,6 +16,7 @@ from .errors import CommandError
 from .status import gmemfs_mounts
 
 READ_SIZE = 1 << 16
+BATCH_WAIT = 0.005  # after poll wakes: the events of the next 5 ms come in the same read, not one poll + read each
 DEAD_MOUNT = (errno.ENOTCONN, errno.ECONNABORTED)  # the daemon died: its stream ends too
 
 
@@ -56,12 +57,14 @@ def follow(fd: int, as_json: bool, start: float) -> None:
     """Print each event, a line at a time, until the stream ends (then one "daemon-ended" line).
 
     The file is read only once poll(2) says it is readable: a read the daemon holds could not
-    be interrupted by Ctrl-C (see GmemOperations._read_trace); poll can."""
+    be interrupted by Ctrl-C (see GmemOperations._read_trace); poll can. Each poll costs the
+    daemon two requests and a notification, so a busy stream is read in batches."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     decoder = LineDecoder()
     while True:
         poller.poll()
+        time.sleep(BATCH_WAIT)
         try:
             data = os.read(fd, READ_SIZE)
         except BlockingIOError:
