@@ -12,6 +12,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -279,6 +280,62 @@ def _per_request(scale: Scale, gmemfs_daemon: Daemon, null_daemon: Daemon) -> li
     return measured
 
 
+@contextlib.contextmanager
+def trace_reader(mountpoint: str):
+    """`gmemfs trace MOUNTPOINT --format=json` draining the stream, subscribed before this yields."""
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "gmemfs", "trace", mountpoint, "--format=json"], stdout=subprocess.PIPE
+    )
+    lines = []
+    drain = threading.Thread(target=lambda: lines.extend(1 for _ in reader.stdout), daemon=True)
+    drain.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not lines and time.monotonic() < deadline:  # a file's creation shows it reads
+            os.close(create_guest_memfd(mountpoint, P2M, HUGE_2M))
+            time.sleep(0.05)
+        if not lines:
+            raise RuntimeError("gmemfs trace never read an event")
+        yield
+    finally:
+        reader.terminate()
+        reader.wait(timeout=10)
+        drain.join(5)
+
+
+def trace_rows(scale: Scale, gmemfs_daemon: Daemon, traced_daemon: Daemon, null_daemon: Daemon) -> list[Row]:
+    """The cost of tracing: the same allocate + punch loop on a mount nobody traces and on one
+    whose stream `gmemfs trace` drains (two events per loop), taking turns in rounds."""
+    with contextlib.ExitStack() as stack:
+        ours = stack.enter_context(gmem_file(str(gmemfs_daemon.mountpoint), P2M))
+        traced = stack.enter_context(gmem_file(str(traced_daemon.mountpoint), P2M))
+        floor = stack.enter_context(gmem_file(str(null_daemon.mountpoint), P2M))
+        direct = stack.enter_context(kernel_file(P2M))
+        stack.enter_context(trace_reader(str(traced_daemon.mountpoint)))
+
+        def loop(fd: int):
+            def allocate_and_punch():
+                fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, P2M)
+                fallocate(fd, PUNCH, 0, P2M)
+
+            return allocate_and_punch
+
+        for fd in (ours, traced, floor, direct):  # warm-up: the first touch of new pool pages is slow
+            loop(fd)()
+        wall, cpu = per_call_us(
+            [loop(fd) for fd in (ours, traced, direct, floor)],
+            max(scale.requests // 2, 1),
+            daemons=[gmemfs_daemon, traced_daemon, None, null_daemon],
+        )
+    name = "allocate + punch 2 MiB"
+    return [
+        Row(f"{name}, no trace reader", "us", wall[0], wall[2], wall[3]),
+        Row(f"{name}, one trace reader draining", "us", wall[1], wall[2], wall[3]),
+        Row(f"  daemon CPU per loop: {name}, no trace reader", "us", cpu[0], None, cpu[3]),
+        Row(f"  daemon CPU per loop: {name}, one trace reader", "us", cpu[1], None, cpu[3]),
+    ]
+
+
 def mmap_rows(scale: Scale, gmemfs_mnt: str, null_mnt: str) -> list[Row]:
     region, chunk = scale.region // 4, bytes(MiB)
 
@@ -447,6 +504,9 @@ def main() -> None:
         rows += allocation_rows(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint, P2M, "2 MiB")
         rows.append(create_evict_row(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint))
         rows += request_rows(scale, (gmemfs_daemon, null_daemon), sleeping)
+        traced_daemon = Daemon.gmemfs("pagesize=2M,cache_timeout=0")
+        daemons.append(traced_daemon)
+        rows += trace_rows(scale, gmemfs_daemon, traced_daemon, null_daemon)
         rows += mmap_rows(scale, gmemfs_daemon.mountpoint, null_daemon.mountpoint)
         if not args.quick and resize_pool(P1G, pools[P1G] + 1) > pools[P1G]:
             one_page = Scale(region=P1G, repeat=3, requests=0, files=0, scattered_pages=0)

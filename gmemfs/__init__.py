@@ -8,7 +8,7 @@ The parts, each a folder, from the ground up; a part imports only the parts belo
 - client:   what VMM code imports (create_guest_memfd, conversions), this module's names
 - daemon:   the FUSE filesystem: operations, inodes, files, backing memory, conversions
 - run:      `gmemfs run`: seccomp, supervisor, injection into the program, memslots
-- commands: the operator's pool | status | map | convert
+- commands: the operator's pool | status | map | convert | trace
 - cli:      the `gmemfs` command, which mounts a daemon or hands over to run or a command
 
 tests/unit/test_layout.py holds the code to this order.

@@ -38,6 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "       %(prog)s status [MOUNTPOINT] [--json]\n"
         "       %(prog)s map FILE\n"
         "       %(prog)s convert FILE shared|private [-o OFFSET] [-l LENGTH]\n"
+        "       %(prog)s trace MOUNTPOINT [--format=text|json]\n"
         "       %(prog)s run [-o OPT[=VAL],...] [--mount DIR] -- PROGRAM [ARGS...]",
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
@@ -153,7 +154,7 @@ def daemonize() -> None:
 async def serve(operations: GmemOperations, mountpoint: str) -> None:
     """Answer requests until unmounted (fusermount3 -u) or told to stop (SIGINT/SIGTERM)."""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signal, operations, nursery.cancel_scope)
         nursery.start_soon(_widen_readahead_once_initialized, operations, mountpoint)
         gc.freeze()  # what startup made lives as long as the daemon: keep it out of every collection
         await operations.serve(busy_poll=operations.options.busy_poll_us / 1e6)
@@ -167,10 +168,11 @@ async def _widen_readahead_once_initialized(operations: GmemOperations, mountpoi
     widen_readahead(mountpoint)
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal(operations: GmemOperations, scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
+            await operations.end_trace()  # trace readers get their end of file, not ENOTCONN
             scope.cancel()
             return
 

@@ -1,4 +1,4 @@
-"""The operator's commands: gmemfs pool | status | map | convert, read from outside the daemon
+"""The operator's commands: gmemfs pool | status | map | convert | trace, read from outside the daemon
 through a mount's inspection attributes and sysfs, and drawn for a terminal.
 
 Owns: nothing that outlives a command. May import: gmemfs.base, gmemfs.kernel,

@@ -1,4 +1,4 @@
-"""gmemfs pool | status | map: see and size what gmemfs uses, from the shell."""
+"""gmemfs pool | status | map | convert | trace: see and size what gmemfs uses, from the shell."""
 
 import argparse
 import json
@@ -11,11 +11,8 @@ from ..base.printable import printable
 from ..base.units import format_size, parse_size
 from ..client import ConversionError, convert_private, convert_shared, set_memory_attributes
 from ..kernel.uapi import ABI_PROFILES, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_SET_MEMORY_ATTRIBUTES2, U64_MAX, XATTR_ABI
+from .errors import CommandError
 from .status import InspectionValueError, MountError, file_status, gmemfs_mounts, mount_status, pools, pools_to_dict
-
-
-class CommandError(Exception):
-    """Printed as one line; exit status 1."""
 
 
 def pool_command(argv: list[str]) -> None:
@@ -161,6 +158,13 @@ def _convert(fd: int, to_private: bool, offset: int, length: int) -> None:
         (convert_private if to_private else convert_shared)(fd, offset, length)
 
 
+def trace_command(argv: list[str]) -> int:
+    """The trace reader's modules (select, the event decoder) load only for it."""
+    from .trace import trace_command as follow_mount
+
+    return follow_mount(argv)
+
+
 def _console():
     """rich costs ~45 modules and ~34 ms: imported by the commands that draw, never by the daemon."""
     from rich.console import Console
@@ -168,7 +172,13 @@ def _console():
     return Console()
 
 
-COMMANDS = {"pool": pool_command, "status": status_command, "map": map_command, "convert": convert_command}
+COMMANDS = {
+    "pool": pool_command,
+    "status": status_command,
+    "map": map_command,
+    "convert": convert_command,
+    "trace": trace_command,
+}
 
 
 def run_command(name: str, argv: list[str]) -> int:

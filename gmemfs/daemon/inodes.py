@@ -14,9 +14,11 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..kernel.uapi import TRACE_FILE
 from .guest_memfd import GuestMemfd
 
 ROOT_INO = 1  # FUSE_ROOT_ID
+TRACE_INO = (1 << 63) - 1  # the trace file: far above any number the counter gives, so files keep theirs
 DOT_COOKIE, DOTDOT_COOKIE, FIRST_ENTRY_COOKIE = 1, 2, 3  # readdir offsets: '.', '..', then the entries
 
 
@@ -126,19 +128,27 @@ class InodeTable:
             cookies=ReaddirCookies(),
         )
         self._inodes[ROOT_INO] = root
+        # The daemon's event stream (operations: TRACE_FILE), as permanent as the root: no name
+        # links it (readdir never lists it, unlink and rename never find it), no GuestMemfd, and
+        # max_files does not count it.
+        self.trace_file = Inode(ino=TRACE_INO, mode=stat.S_IFREG | 0o400, uid=0, gid=0, name=TRACE_FILE, nlink=1)
+        self._inodes[TRACE_INO] = self.trace_file
 
     def __getitem__(self, ino: int) -> Inode:
         """KeyError when the inode does not exist (any more)."""
         return self._inodes[ino]
+
+    def find(self, ino: int) -> "Inode | None":
+        return self._inodes.get(ino)
 
     def __len__(self) -> int:
         return len(self._inodes)
 
     @property
     def charged(self) -> int:
-        """What max_files counts, as tmpfs's nr_inodes: every inode but the root, and every name of
-        a file beyond its first (shmem_link charges one: each name pins kernel memory for good)."""
-        return len(self._inodes) - 1 + self._extra_links
+        """What max_files counts, as tmpfs's nr_inodes: every inode but the root and the trace file, and
+        every name of a file beyond its first (shmem_link charges one: each name pins kernel memory for good)."""
+        return len(self._inodes) - 2 + self._extra_links
 
     def files(self) -> list[Inode]:
         return [inode for inode in self._inodes.values() if inode.gmem and not inode.view_of]
@@ -248,7 +258,7 @@ class InodeTable:
     def _evict_if_unused(self, inode: Inode) -> "GuestMemfd | None":
         """The file whose memory nobody can reach any more, which the caller releases, once the
         inode is unlinked and closed; the entry itself goes once the kernel has forgotten it too."""
-        if inode.nlink or inode.handles or inode.views or inode.ino == ROOT_INO:
+        if inode.nlink or inode.handles or inode.views or inode.ino in (ROOT_INO, TRACE_INO):
             return None
         if inode.lookups:
             # Unlinked and closed (mappings hold a handle too): nothing can reach its pages any
@@ -268,5 +278,5 @@ class InodeTable:
         for inode in self._inodes.values():
             if inode.gmem:
                 inode.gmem.evict()
-        self._inodes = {ROOT_INO: self._inodes[ROOT_INO]}
+        self._inodes = {ROOT_INO: self._inodes[ROOT_INO], TRACE_INO: self.trace_file}
         self._handles.clear()

@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import os
+import select
 import stat
 
 import pyfuse3
@@ -31,20 +32,26 @@ from ..kernel.rules import (
 from ..kernel.uapi import (
     BASE_PAGE_SIZE,
     GUEST_VIEW_PREFIX,
+    TRACE_FILE,
     XATTR_ABI,
     XATTR_FLAGS,
     XATTR_NAMES,
     XATTR_PAGE_ORDER,
     XATTR_UNLINKED,
+    ConversionRequest,
 )
+from ..trace import decode
+from ..trace.channel import TraceChannel, TraceReader
 from .backing import Backing
 from .conversion import Conversions
 from .faults import FaultInjector, halfway
 from .guest_memfd import GuestMemfd
-from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, Handle, Inode, InodeTable
+from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, TRACE_INO, Handle, Inode, InodeTable
 from .limits import MountQuota, check_file_limit, huge_page_unit
 from .options import MountOptions
 from .page_changes import in_worker_thread, serialized
+from .tracing import conversion_what, pool_words, refused_request, request_context
+from .tracing import event as trace_event
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,8 @@ def _request(target: str, quiet: bool = False):
             except FUSEError:
                 raise
             except GmemError as error:
+                if self.trace.readers:
+                    self._trace_refusal(handler.__name__, target, args[position], args, error)
                 level = logging.DEBUG if quiet else logging.INFO
                 if self.refusals.admit(level):
                     log.log(
@@ -83,6 +92,8 @@ def _request(target: str, quiet: bool = False):
                 raise FUSEError(error.errno) from None
             except OSError as error:
                 err = error.errno if error.errno not in (None, errno.ENOSYS) else errno.EIO
+                if self.trace.readers:
+                    self._trace_refusal(handler.__name__, target, args[position], args, OSError(err, str(error)))
                 if self.failures.admit(logging.WARNING):
                     log.warning("%s: %s failed: %s", self._describe(target, args[position]), handler.__name__, error)
                 raise FUSEError(err) from None
@@ -97,6 +108,14 @@ def _request(target: str, quiet: bool = False):
 
 
 NAME_MAX = 255  # what statfs says, as tmpfs
+
+
+def _notify_poll(poll_handle) -> None:
+    """Wake a poll(2) of the trace file; a reader gone meanwhile (ENOENT or the like) is no error."""
+    try:
+        poll_handle.notify()
+    except OSError as error:
+        log.debug("trace file: poll notification failed: %s", error)
 
 
 def _check_name(name: bytes) -> None:
@@ -136,6 +155,9 @@ class GmemOperations(pyfuse3.Operations):
     - The inode table is touched by the loop only.
     - Between requests the loop polls the FUSE fd for up to -o busy_poll (without the GIL,
       so worker threads run on) before it sleeps: see pyfuse3 patch 0006.
+    - Tracing: every decision emits an event to `self.trace` (gmemfs.trace) on the loop, after
+      any worker thread it waited for, and only `if self.trace.readers:` (tracing off costs that
+      test). The trace file (TRACE_FILE, root's only) is read like trace_pipe; see _read_trace.
     Known limits: a request is answered in the order the loop gets to it; a signal to the
     caller stops only threaded allocations (between 2 MiB chunks).
     """
@@ -162,6 +184,9 @@ class GmemOperations(pyfuse3.Operations):
         self.failures = RateLimitedLog(log, "failures")  # and of those that failed: a flood of one hides no other
         self._releases: trio.Nursery | None = None  # where large evicted files are freed (see serve)
         self._releasing: set[trio.Event] = set()  # those frees under way
+        self.trace = TraceChannel()  # the daemon's events, to every open of TRACE_FILE
+        self._trace_readers: dict[int, tuple[TraceReader, bool]] = {}  # fh: (reader, opened O_NONBLOCK)
+        self._trace_reads = 0  # trace reads waiting for an event (end_trace answers them)
 
     def init(self) -> None:
         self.initialized.set()
@@ -212,6 +237,26 @@ class GmemOperations(pyfuse3.Operations):
         kind = "directory" if inode.is_dir else "file"
         return f"{kind} {self.inodes.path_of(inode)} (inode {inode.ino})"
 
+    def _emit(self, what: str, inode: "Inode | None" = None, ctx=None, **fields) -> None:
+        """One event to the trace readers (callers test self.trace.readers first)."""
+        self.trace.emit(trace_event(what, self.inodes, inode, ctx, **fields))
+
+    def _trace_refusal(self, name: str, target: str, value: int, args: tuple, error: OSError) -> None:
+        """A refused request as an event: its errno, rule and function; never fails the request."""
+        try:
+            inode = None
+            if target == "ino":
+                inode = self.inodes[value]
+            elif target == "fh":
+                inode = self.inodes.handle(value).inode
+        except KeyError:
+            pass
+        try:
+            what, words, detail = refused_request(name, inode, args)
+            self._emit(what, inode, request_context(args), args=words, error=error, detail=detail)
+        except Exception:
+            log.exception("tracing a refused %s failed", name)
+
     def _entry(self, inode: Inode) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = inode.ino
@@ -233,6 +278,8 @@ class GmemOperations(pyfuse3.Operations):
         # A mappable file's attributes are never cached: then every read(2) asks for them
         # first (auto_inval_data), naming its file handle, and getattr can refuse it.
         entry.attr_timeout = 0 if gmem and _in_page_cache(gmem) else self.options.cache_timeout
+        if inode.ino == TRACE_INO:  # looked up again at every path walk: only root's lookup finds it
+            entry.entry_timeout = entry.attr_timeout = 0
         return entry
 
     def _file_info(self, fh: int, gmem: GuestMemfd, guest_view: bool = False) -> pyfuse3.FileInfo:
@@ -251,6 +298,8 @@ class GmemOperations(pyfuse3.Operations):
         _check_name(name)
         if name in directory.entries:
             raise FUSEError(errno.EEXIST)
+        if parent == ROOT_INO and name == TRACE_FILE:  # reserved for root's trace file, for everyone
+            raise FUSEError(errno.EPERM)
         return directory
 
     def _room_for_another_name(self) -> None:
@@ -266,6 +315,7 @@ class GmemOperations(pyfuse3.Operations):
                 await pyfuse3.main(busy_poll=busy_poll)
             finally:
                 self._releases = None
+                self.trace.close()  # unmounted: any reader left reads to its end
 
     def release_all(self) -> None:
         """The end of the session evicts every file."""
@@ -288,6 +338,8 @@ class GmemOperations(pyfuse3.Operations):
             inode = self._inode(directory.parent)
         elif parent_inode == ROOT_INO and name.startswith(GUEST_VIEW_PREFIX) and ctx.uid == 0:
             inode = self._guest_view(name)
+        elif parent_inode == ROOT_INO and name == TRACE_FILE and ctx.uid == 0:
+            inode = self.inodes.trace_file
         else:
             ino = directory.entries.get(name)
             if ino is None:
@@ -310,20 +362,23 @@ class GmemOperations(pyfuse3.Operations):
     async def forget(self, inode_list):
         for ino, count in inode_list:
             try:
-                self._evict(self.inodes.forget(ino, count))
+                inode = self.inodes.find(ino) if self.trace.readers else None
+                self._evict(self.inodes.forget(ino, count), inode, "forget")
             except Exception:  # forget has no reply to carry an error; the daemon must live on
                 log.exception("inode %d: releasing its memory failed", ino)
 
     @_request("ino")
     async def getattr(self, inode, ctx):
         fh = getattr(ctx, "fh", None)  # pyfuse3 patch 0007; None for stat(2) and fstat(2)
-        if fh is not None:
+        if fh is not None and inode != TRACE_INO:
             raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")  # the only GETATTR about an open file
         return self._entry(self._inode(inode))
 
     @_request("ino")
     async def setattr(self, ino, attr, fields, fh, ctx):
         inode = self._inode(ino)
+        if ino == TRACE_INO:
+            raise FUSEError(errno.EPERM)
         if fields.update_size:  # first, so that a refused size changes nothing
             if inode.gmem is None:
                 raise FUSEError(errno.EISDIR)
@@ -332,6 +387,8 @@ class GmemOperations(pyfuse3.Operations):
                 await self._memory_released()
             await serialized(inode.gmem, inode.gmem.complete_creation, attr.st_size)
             inode.touch()
+            if self.trace.readers:
+                self._trace_sizing(inode, ctx)
         if fields.update_mode:
             bits = stat.S_IMODE(attr.st_mode) if inode.is_dir else file_mode(attr.st_mode)
             inode.mode = stat.S_IFMT(inode.mode) | bits
@@ -377,13 +434,17 @@ class GmemOperations(pyfuse3.Operations):
         self.inodes.link(directory, name, inode)
         self.inodes.add_lookup(inode)
         fh = self._open_file(inode, flags, ctx)
+        if self.trace.readers:
+            flags_words = decode.guest_memfd_flags(gmem.flags, gmem.profile)
+            words = f"name={name.decode(errors='backslashreplace')} flags={flags_words}"
+            self._emit("create", inode, ctx, args=words, detail={"abi": gmem.profile.name})
         return self._file_info(fh, gmem), self._entry(inode)
 
     @_request("ino")
     async def link(self, inode, new_parent_inode, new_name, ctx):
         target = self._inode(inode)
         directory = self._new_name(new_parent_inode, new_name)
-        if target.is_dir:
+        if target.is_dir or target.ino == TRACE_INO:
             raise FUSEError(errno.EPERM)
         self._room_for_another_name()
         self.inodes.link(directory, new_name, target)
@@ -392,11 +453,14 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def unlink(self, parent_inode, name, ctx):
         directory = self._directory(parent_inode)
+        if parent_inode == ROOT_INO and name == TRACE_FILE:  # only root's lookup finds it
+            raise FUSEError(errno.EPERM)
         if name not in directory.entries:
             raise FUSEError(errno.ENOENT)
-        if self.inodes[directory.entries[name]].is_dir:
+        inode = self.inodes[directory.entries[name]]
+        if inode.is_dir:
             raise FUSEError(errno.EISDIR)
-        self._evict(self.inodes.unlink(directory, name))
+        self._evict(self.inodes.unlink(directory, name), inode, "unlink")
 
     @_request("ino")
     async def rmdir(self, parent_inode, name, ctx):
@@ -414,6 +478,8 @@ class GmemOperations(pyfuse3.Operations):
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         old_directory = self._directory(parent_inode_old)
         new_directory = self._directory(parent_inode_new)
+        if (ROOT_INO, TRACE_FILE) in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+            raise FUSEError(errno.EPERM)
         if name_old not in old_directory.entries:
             raise FUSEError(errno.ENOENT)
         _check_name(name_new)
@@ -423,7 +489,7 @@ class GmemOperations(pyfuse3.Operations):
         replaced_ino = new_directory.entries.get(name_new)
         if replaced_ino == moving.ino:
             return
-        evicted = None
+        evicted = replaced = None
         if replaced_ino is not None:
             if flags & pyfuse3.RENAME_NOREPLACE:
                 raise FUSEError(errno.EEXIST)
@@ -437,7 +503,7 @@ class GmemOperations(pyfuse3.Operations):
             evicted = self.inodes.unlink(new_directory, name_new)
         self.inodes.link(new_directory, name_new, moving)
         self.inodes.unlink(old_directory, name_old)  # still linked under the new name
-        self._evict(evicted)
+        self._evict(evicted, replaced, "rename")
 
     # ---- directories ------------------------------------------------------------
 
@@ -488,6 +554,8 @@ class GmemOperations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         target = self._inode(inode)
         if target.gmem is None:
+            if target is self.inodes.trace_file:
+                return self._open_trace(flags, ctx)
             raise FUSEError(errno.EISDIR)
         if flags & os.O_TRUNC and target.gmem.size:  # atomic O_TRUNC: the kernel would believe size 0
             raise GmemError(errno.EINVAL, "open(O_TRUNC): the size of a guest_memfd is fixed")
@@ -505,9 +573,16 @@ class GmemOperations(pyfuse3.Operations):
         """Page faults of shared pages (and of a guest view). read(2) never gets here: a mappable
         file's is refused in getattr, and the only READ of a file that cannot be mapped (direct
         I/O) is a read(2)."""
-        inode = self._file(fh)
+        inode = self._handle(fh).inode
+        if inode.gmem is None:
+            if inode is self.inodes.trace_file:
+                return await self._read_trace(fh, size)
+            raise FUSEError(errno.EBADF)
         if inode.view_of:
-            return inode.gmem.read_for_guest(off, size)
+            data = inode.gmem.read_for_guest(off, size)
+            if self.trace.readers:
+                self._emit("guest_fault", inode, args=f"read range={decode.range_words(off, size)}")
+            return data
         if not _in_page_cache(inode.gmem):
             raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")
         inode.gmem.host_mapped = True
@@ -522,7 +597,10 @@ class GmemOperations(pyfuse3.Operations):
         """Writeback of the host's writes through a shared mapping (never waits: see GuestMemfd)."""
         inode = self._file(fh)
         if inode.view_of:
-            return inode.gmem.write_for_guest(off, buf)
+            written = inode.gmem.write_for_guest(off, buf)
+            if self.trace.readers:
+                self._emit("guest_fault", inode, args=f"write back range={decode.range_words(off, len(buf))}")
+            return written
         inode.gmem.host_mapped = True
         return inode.gmem.write_shared(off, buf)
 
@@ -534,13 +612,70 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def release(self, fh):
-        self._evict(self.inodes.release(fh))
+        trace = self._trace_readers.pop(fh, None)
+        if trace is not None:
+            trace[0].close()
+        inode = self._handle(fh).inode
+        self._evict(self.inodes.release(fh), inode, "release")
+
+    # ---- the trace file ---------------------------------------------------------------
+
+    def _open_trace(self, flags: int, ctx) -> pyfuse3.FileInfo:
+        """Root's, read-only (root passes the kernel's check of mode 0400 for writing too): each open
+        is a reader of the events from now on. Direct I/O (no page cache: every read asks, and its
+        size 0 makes a private mapping's fault SIGBUS without asking), not seekable."""
+        if ctx.uid != 0 or flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            raise FUSEError(errno.EACCES)
+        fh = self.inodes.open(self.inodes.trace_file)
+        self._trace_readers[fh] = (self.trace.subscribe(), bool(flags & os.O_NONBLOCK))
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+
+    async def _read_trace(self, fh: int, size: int) -> bytes:
+        """Whole event lines, waiting (an awaited trio Event: the loop serves on) until there is
+        one, or the end (b""); EAGAIN at once for a reader opened O_NONBLOCK.
+
+        Known limit: a waiting read is answered only by an event or the daemon's end. The kernel
+        sends libfuse the caller's interrupt (FUSE_INTERRUPT), but pyfuse3 gives a READ handler
+        no RequestContext to see it in, and a signalled caller waits (uninterruptibly, once the
+        request reached the daemon) for the answer. poll(2) first, as `gmemfs trace` does."""
+        reader, nonblocking = self._trace_readers[fh]
+        if nonblocking and not reader.readable:
+            raise FUSEError(errno.EAGAIN)
+        self._trace_reads += 1
+        try:
+            return await reader.read(size)
+        finally:
+            self._trace_reads -= 1
+
+    @_request("fh")
+    async def poll(self, inode, fh, poll_handle, ctx):
+        """The trace file is readable once its reader has a line (or at the end); a waiting poll is
+        notified then. gmem files, as the kernel's guest_memfd (no poll): always ready, never ENOSYS,
+        which would make the kernel stop asking for the whole mount, the trace file too."""
+        trace = self._trace_readers.get(fh)
+        if trace is None:
+            return select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
+        reader = trace[0]
+        if reader.readable:
+            return select.POLLIN | select.POLLRDNORM
+        if poll_handle is not None:
+            reader.wake_when_readable(functools.partial(_notify_poll, poll_handle))
+        return 0
+
+    async def end_trace(self) -> None:
+        """The daemon is going: every trace reader reads what it has, then end of file, and the
+        reads that wait are answered (within a second) before the loop stops."""
+        self.trace.close()
+        with trio.move_on_after(1):
+            while self._trace_reads:
+                await trio.sleep(0.001)
 
     @_request("fh")
     async def fallocate(self, ino, fh, mode, offset, length, ctx):
         inode = self._writable_file(fh)
         gmem = inode.gmem
         plan = gmem.plan_fallocate(mode, offset, length)
+        allocated = gmem.allocated.total
         if plan.punch:
             self.faults.fail_if_tripped("punch")
             if gmem.profile.punch_in_use_eagain and gmem.hugetlb and plan.start < plan.end:
@@ -548,14 +683,19 @@ class GmemOperations(pyfuse3.Operations):
                 if held is not None:  # merge_truncate_range(): no safe refcount, nothing truncated
                     raise GmemError(errno.EAGAIN, f"punch: page {held:#x} is in use by the host")
             await self._punch(gmem, plan.start, plan.end)
-            return
-        try:
-            await self._allocate(gmem, plan.start, plan.end, ctx)
-        except OSError:
-            # Pages done so far stay; the kernel keeps its cached st_blocks after a failed
-            # fallocate, so tell it to ask again.
-            pyfuse3.invalidate_inode(inode.ino, attr_only=True)
-            raise
+        else:
+            try:
+                await self._allocate(gmem, plan.start, plan.end, ctx)
+            except OSError:
+                # Pages done so far stay; the kernel keeps its cached st_blocks after a failed
+                # fallocate, so tell it to ask again.
+                pyfuse3.invalidate_inode(inode.ino, attr_only=True)
+                raise
+        if self.trace.readers:
+            changed = (gmem.allocated.total - allocated) // gmem.page_size  # what this call changed
+            detail = {"pages_freed": -changed} if plan.punch else {"pages_allocated": changed}
+            detail["page_size"] = gmem.page_size
+            self._emit("fallocate", inode, ctx, args=decode.fallocate_args(mode, offset, length), detail=detail)
 
     async def _allocate(self, gmem: GuestMemfd, start: int, end: int, ctx) -> None:
         """Large allocations run in a worker thread and stop with EINTR when the caller gets a signal."""
@@ -576,30 +716,56 @@ class GmemOperations(pyfuse3.Operations):
         else:
             await serialized(gmem, gmem.punch, start, end)
 
-    def _evict(self, gmem: "GuestMemfd | None") -> None:
+    def _trace_sizing(self, inode: Inode, ctx) -> None:
+        """The size completes creation: the flags in the ABI's words, the pages reserved, the pool after."""
+        gmem = inode.gmem
+        detail = {"page_size": gmem.page_size, "reserved_pages": gmem.reserved_pages}
+        pool = pool_words(gmem)
+        if pool is not None:
+            detail["pool"] = pool
+        args = decode.create_guest_memfd_args(gmem.size, gmem.flags, gmem.profile, gmem.page_order)
+        self._emit("size", inode, ctx, args=args, detail=detail)
+
+    def _evict(self, gmem: "GuestMemfd | None", inode: "Inode | None" = None, when: str = "") -> None:
         """Release the memory of a file the inode table let go (None: none did). A large one is
         freed in a worker thread after the request is answered (the kernel takes ~0.4 s for 3 GiB
         of 4 KiB pages; a RELEASE still unanswered at unmount would fail), and sizing waits for
-        it (see _memory_released). Without serve's nursery (in-process tests), on the loop."""
+        it (see _memory_released). Without serve's nursery (in-process tests), on the loop.
+        inode and when ("release", "forget", "unlink", "rename") name the eviction in the trace."""
         if gmem is None:
             return
         large = gmem.allocated.total >= THREADED_CHANGE
+        freed = (gmem.allocated.total // gmem.page_size, gmem.reserved_pages)
         backing = gmem.detach_backing()
         if not large or backing is None or self._releases is None:
             gmem.release_backing(backing)
+            if backing is not None and self.trace.readers:
+                self._trace_eviction(gmem, inode, when, *freed)
             return
         released = trio.Event()
         self._releasing.add(released)
-        self._releases.start_soon(self._release_in_thread, gmem, backing, released)
+        self._releases.start_soon(self._release_in_thread, gmem, backing, released, (inode, when, *freed))
 
-    async def _release_in_thread(self, gmem: GuestMemfd, backing: Backing, released: trio.Event) -> None:
+    async def _release_in_thread(
+        self, gmem: GuestMemfd, backing: Backing, released: trio.Event, traced: tuple = (None, "", 0, 0)
+    ) -> None:
         try:
             await trio.to_thread.run_sync(gmem.release_backing, backing)
+            if self.trace.readers:  # back on the loop
+                self._trace_eviction(gmem, *traced)
         except Exception:  # no request is left to carry the error; the daemon must live on
             log.exception("releasing the memory of an evicted file failed")
         finally:
             self._releasing.discard(released)
             released.set()
+
+    def _trace_eviction(self, gmem: GuestMemfd, inode: "Inode | None", when: str, pages: int, reserved: int) -> None:
+        """evict_inode: the pages and the reservation the file gave back, and the pool after."""
+        detail = {"pages_freed": pages, "reserved_pages_released": reserved, "page_size": gmem.page_size}
+        pool = pool_words(gmem)
+        if pool is not None:
+            detail["pool"] = pool
+        self._emit("evict", inode, args=f"at={when}", detail=detail)
 
     async def _memory_released(self) -> None:
         """Wait for the evictions under way in worker threads: a file being sized may need the
@@ -617,19 +783,36 @@ class GmemOperations(pyfuse3.Operations):
         check_conversions(gmem.profile, cmd)
         if not handle.writable:  # a conversion changes the file, as fallocate does
             raise FUSEError(errno.EBADF)
-        return await self.conversions.convert(handle.inode, cmd, in_buf)
+        result, out_buf = await self.conversions.convert(handle.inode, cmd, in_buf)
+        if self.trace.readers:
+            request = ConversionRequest.decode(cmd, in_buf)
+            if result:
+                words, detail = (
+                    errno.errorcode.get(-result, str(-result)),
+                    {"error_offset": ConversionRequest.decode(cmd, out_buf).error_offset},
+                )
+            else:
+                words, detail = "0", {}
+            args = decode.conversion_args(request)
+            self._emit(conversion_what(request), handle.inode, ctx, args=args, result=words, detail=detail)
+        return result, out_buf
 
     # ---- inspection attributes ----------------------------------------------------------
 
     @_request("ino")
     async def setxattr(self, ino, name, value, ctx):
-        gmem = self._inode(ino).gmem
+        inode = self._inode(ino)
+        gmem = inode.gmem
         if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(errno.ENOTSUP)
         if name == XATTR_FLAGS:
             gmem.set_flags(parse_flags_value(value))
+            if self.trace.readers:
+                self._emit("set_flags", inode, ctx, args=f"flags={decode.guest_memfd_flags(gmem.flags, gmem.profile)}")
         elif name == XATTR_PAGE_ORDER:
             gmem.set_page_order(parse_page_order(value))
+            if self.trace.readers:
+                self._emit("set_page_order", inode, ctx, args=f"page_order={decode.page_order_words(gmem.page_order)}")
         else:
             raise GmemError(errno.EPERM, f"{os.fsdecode(name)} is read-only")
 

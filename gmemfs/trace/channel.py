@@ -5,6 +5,7 @@ Trio only, no threads: emit() and the readers live on the daemon's event loop.
 
 import os
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -25,6 +26,7 @@ class TraceChannel:
         self.source = source
         self.capacity = capacity
         self.readers: tuple[TraceReader, ...] = ()  # replaced, never changed, so emit() may iterate it
+        self.closed = False
 
     def emit(self, event: TraceEvent) -> None:
         """Give the event to every reader (encoded once); nothing is kept while nobody reads."""
@@ -37,7 +39,10 @@ class TraceChannel:
     def subscribe(self) -> "TraceReader":
         """A reader of the events from now on (an open of the trace file)."""
         reader = TraceReader(self, self.capacity)
-        self.readers = (*self.readers, reader)
+        if self.closed:  # the daemon is going: the reader's first read is the end
+            reader.closed = True
+        else:
+            self.readers = (*self.readers, reader)
         return reader
 
     def unsubscribe(self, reader: "TraceReader") -> None:
@@ -45,6 +50,7 @@ class TraceChannel:
 
     def close(self) -> None:
         """The daemon is going: every reader reads what it has, then end of file."""
+        self.closed = True
         for reader in self.readers:
             reader.close()
 
@@ -63,6 +69,22 @@ class TraceReader:
         self.closed = False
         self._partial = b""  # the rest of a line longer than a read's size
         self._arrived = trio.Event()
+        self._wake: Callable[[], None] | None = None
+
+    @property
+    def readable(self) -> bool:
+        """Whether a read would return at once (poll's POLLIN): a line, a loss to report, or the end."""
+        return bool(self._partial or self.lost or self.lines or self.closed)
+
+    def wake_when_readable(self, wake: "Callable[[], None]") -> None:
+        """Call wake() once, at the next event or at the end: a poll(2) that waits (its FUSE
+        notification). A later call replaces an earlier one's."""
+        self._wake = wake
+
+    def _woken(self) -> None:
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake()
 
     def put(self, time: float, line: bytes) -> None:
         if len(self.lines) >= self.capacity:
@@ -70,6 +92,8 @@ class TraceReader:
             self.lost += 1
         self.lines.append((time, line))
         self._arrived.set()
+        if self._wake is not None:
+            self._woken()
 
     def _lost_line(self) -> bytes:
         event = TraceEvent(
@@ -112,3 +136,4 @@ class TraceReader:
         self.closed = True
         self.channel.unsubscribe(self)
         self._arrived.set()
+        self._woken()

@@ -15,7 +15,9 @@ def test_quick_benchmark_reports_every_operation(huge_pools):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     operations = {row["operation"]: row for row in report["rows"]}
-    assert len(operations) == 16
+    assert len(operations) == 20
+    traced = operations["allocate + punch 2 MiB, one trace reader draining"]
+    assert traced["kernel"] > 0 and traced["floor"] > 0, "tracing's cost is set beside the kernel and the floor"
     assert operations["  daemon CPU per call: stat"]["floor"] > 0, "the daemons' CPU time is read"
     assert operations["allocate 16 MiB in 2 MiB calls, 4 threads (2 MiB pages)"]["kernel"] > 0
     for name, row in operations.items():

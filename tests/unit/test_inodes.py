@@ -4,7 +4,7 @@ import time
 
 from gmemfs.base.hugepages import HugePageSupport
 from gmemfs.daemon.guest_memfd import GuestMemfd
-from gmemfs.daemon.inodes import FIRST_ENTRY_COOKIE, ROOT_INO, InodeTable
+from gmemfs.daemon.inodes import FIRST_ENTRY_COOKIE, ROOT_INO, TRACE_INO, InodeTable
 from gmemfs.kernel.uapi import RFC_V1
 
 SUPPORT = HugePageSupport(sizes=frozenset({2 << 20}), default_size=2 << 20)
@@ -78,7 +78,20 @@ def test_evict_all_releases_every_file():
     (_, first), (_, second) = make_file(table, b"a"), make_file(table, b"b")
     table.evict_all()
     assert first.backing is None and second.backing is None
-    assert len(table) == 1
+    assert len(table) == 2  # the root and the trace file
+
+
+def test_the_trace_file_is_permanent_uncharged_and_named_in_no_directory():
+    table = InodeTable(0o755, 0, 0)
+    trace = table[TRACE_INO]
+    assert (trace.mode, trace.uid, trace.gid, trace.gmem) == (stat.S_IFREG | 0o400, 0, 0, None)
+    assert table.charged == 0 and table[ROOT_INO].entries == {}
+    assert table.path_of(trace) == "/.gmemfs-trace"
+    table.add_lookup(trace)
+    fh = table.open(trace)
+    assert table.release(fh) is None and table.forget(TRACE_INO, 1) is None
+    table.evict_all()
+    assert table[TRACE_INO] is trace
 
 
 def test_every_name_of_a_file_beyond_its_first_is_charged_as_tmpfs_does():

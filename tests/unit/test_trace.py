@@ -349,6 +349,29 @@ async def test_closing_the_channel_lets_readers_finish_then_end():
     assert not channel.readers
 
 
+def test_a_reader_opened_after_the_channel_closed_reads_the_end_at_once():
+    channel = TraceChannel()
+    channel.close()
+    reader = channel.subscribe()
+    assert reader.readable and not channel.readers
+
+
+async def test_a_waiting_poll_is_woken_once_by_the_next_event_and_by_the_end():
+    channel = TraceChannel()
+    reader = channel.subscribe()
+    woken = []
+    assert not reader.readable
+    reader.wake_when_readable(lambda: woken.append("event"))
+    channel.emit(event())
+    channel.emit(event())
+    assert woken == ["event"] and reader.readable
+    await reader.read(4096)
+    assert not reader.readable
+    reader.wake_when_readable(lambda: woken.append("end"))
+    channel.close()
+    assert woken == ["event", "end"] and reader.readable
+
+
 # The merge
 
 
