@@ -33,6 +33,7 @@ from gmemfs.base.hugepages import pool_counters, resize_pool, set_pool_pages
 from gmemfs.daemon.backing import Backing
 
 from . import daemons as daemons_module
+from . import run_calls
 from .daemons import Daemon
 
 MiB, GiB = 1 << 20, 1 << 30
@@ -427,6 +428,24 @@ def memory_rows(scale: Scale, null_rss: float) -> list[Row]:
 # ---- report ----------------------------------------------------------------------------------
 
 
+def run_rows(scale: Scale) -> list[Row]:
+    """Trapped calls under `gmemfs run` (its own private mount), without and with --trace, beside
+    the same calls made to the kernel directly; no floor (pyfuse3 traps nothing)."""
+    calls = max(scale.requests // 10, 20)
+    gmemfs_run = [sys.executable, "-m", "gmemfs", "run"]
+    kernel = run_calls.under(None, calls)
+    untraced = run_calls.under(gmemfs_run, calls)
+    traced = run_calls.under([*gmemfs_run, "--trace=/dev/null"], calls)
+    rows = []
+    for key, label in (
+        ("check_extension", "gmemfs run: KVM_CHECK_EXTENSION (answered by the supervisor)"),
+        ("create_guest_memfd", "gmemfs run: KVM_CREATE_GUEST_MEMFD 64K + close"),
+    ):
+        rows.append(Row(label, "us/call", untraced[key], kernel[key], None))
+        rows.append(Row(f"{label}, --trace", "us/call", traced[key], kernel[key], None))
+    return rows
+
+
 def machine(pinned: bool) -> dict:
     with open("/proc/cpuinfo") as cpuinfo:
         model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?")
@@ -513,6 +532,7 @@ def main() -> None:
             one_gib = allocation_rows(one_page, gmemfs_daemon.mountpoint, null_daemon.mountpoint, P1G, "1 GiB")
             rows += [one_gib[0], one_gib[2]]  # with one page, "in steps" is the one call again (and no threads)
         rows += memory_rows(scale, null_daemon.rss_mib())
+        rows += run_rows(scale)
     finally:
         for daemon in daemons:
             daemon.stop()

@@ -39,7 +39,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "       %(prog)s map FILE\n"
         "       %(prog)s convert FILE shared|private [-o OFFSET] [-l LENGTH]\n"
         "       %(prog)s trace MOUNTPOINT [--format=text|json]\n"
-        "       %(prog)s run [-o OPT[=VAL],...] [--mount DIR] -- PROGRAM [ARGS...]",
+        "       %(prog)s run [-o OPT[=VAL],...] [--mount DIR] [--trace[=FILE]] [--trace-format=json]\n"
+        "                  -- PROGRAM [ARGS...]",
         description="Mount a filesystem whose every regular file is a KVM guest_memfd "
         "backed by real hugetlb (or shared) memory.",
         epilog="Mount options: pagesize=4K|2M|1G (page size of new files, default 4K), "

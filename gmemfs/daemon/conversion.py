@@ -80,7 +80,7 @@ class Conversions:
         if fault == errno.EAGAIN:
             return start
         if fault:
-            raise GmemError(fault, "injected fault: convert_private")
+            raise GmemError(fault, "injected fault: convert_private", function="gmemfs: -o fail")
         return await self.held_by_host(inode, start, end)
 
     async def held_by_host(self, inode: Inode, start: int, end: int) -> "int | None":

@@ -61,7 +61,7 @@ class FaultInjector:
         """Raise the injected errno where this call of `operation` must fail."""
         fault = self.trip(operation)
         if fault:
-            raise GmemError(fault, f"injected fault: {operation}")
+            raise GmemError(fault, f"injected fault: {operation}", function="gmemfs: -o fail")
 
 
 def halfway(start: int, end: int, page_size: int) -> int:

@@ -273,6 +273,10 @@ class InodeTable:
             return self._evict_if_unused(shown)
         return inode.gmem
 
+    def files_holding_memory(self) -> "list[Inode]":
+        """The files that have a backing still: what the end of the session will evict."""
+        return [inode for inode in self._inodes.values() if inode.gmem and not inode.view_of and inode.gmem.backing]
+
     def evict_all(self) -> None:
         """The end of the session: every file's memory goes back at once."""
         for inode in self._inodes.values():

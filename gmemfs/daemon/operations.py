@@ -55,6 +55,10 @@ from .tracing import event as trace_event
 
 log = logging.getLogger(__name__)
 
+NO_READ = "vfs_read (guest_memfd has no read)"  # the functions that make the daemon's own refusals
+NO_WRITE = "vfs_write (guest_memfd has no write)"
+INJECTED = "gmemfs: -o fail"
+INSPECTION = "gmemfs: the user.gmem.* attributes"
 THREADED_CHANGE = 64 << 20  # allocating, punching or evicting this many bytes runs off the event loop
 
 
@@ -371,7 +375,9 @@ class GmemOperations(pyfuse3.Operations):
     async def getattr(self, inode, ctx):
         fh = getattr(ctx, "fh", None)  # pyfuse3 patch 0007; None for stat(2) and fstat(2)
         if fh is not None and inode != TRACE_INO:
-            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")  # the only GETATTR about an open file
+            raise GmemError(
+                errno.EINVAL, "read(2) of a guest_memfd", function=NO_READ
+            )  # the only GETATTR of an open file
         return self._entry(self._inode(inode))
 
     @_request("ino")
@@ -558,7 +564,9 @@ class GmemOperations(pyfuse3.Operations):
                 return self._open_trace(flags, ctx)
             raise FUSEError(errno.EISDIR)
         if flags & os.O_TRUNC and target.gmem.size:  # atomic O_TRUNC: the kernel would believe size 0
-            raise GmemError(errno.EINVAL, "open(O_TRUNC): the size of a guest_memfd is fixed")
+            raise GmemError(
+                errno.EINVAL, "open(O_TRUNC): the size of a guest_memfd is fixed", function="kvm_gmem_setattr"
+            )
         return self._file_info(self._open_file(target, flags, ctx), target.gmem, guest_view=bool(target.view_of))
 
     def _open_file(self, inode: Inode, flags: int, ctx) -> int:
@@ -584,13 +592,13 @@ class GmemOperations(pyfuse3.Operations):
                 self._emit("guest_fault", inode, args=f"read range={decode.range_words(off, size)}")
             return data
         if not _in_page_cache(inode.gmem):
-            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd")
+            raise GmemError(errno.EINVAL, "read(2) of a guest_memfd", function=NO_READ)
         inode.gmem.host_mapped = True
         return inode.gmem.read_shared(off, size)
 
     @_request("fh")
     async def write(self, fh, off, buf):
-        raise GmemError(errno.EINVAL, "write(2) to a guest_memfd")
+        raise GmemError(errno.EINVAL, "write(2) to a guest_memfd", function=NO_WRITE)
 
     @_request("fh")
     async def writepage(self, fh, off, buf):
@@ -663,11 +671,22 @@ class GmemOperations(pyfuse3.Operations):
         return 0
 
     async def end_trace(self) -> None:
-        """The daemon is going: every trace reader reads what it has, then end of file, and the
-        reads that wait are answered (within a second) before the loop stops."""
+        """The daemon is going: every trace reader reads what it has, then end of file; the loop
+        stops once each has read its end (a second at most). The files still holding memory
+        are evicted at the end of the session (release_all): their evictions are the stream's
+        last events, made now, while readers are still there to get them."""
+        if self.trace.readers:
+            for inode in self.inodes.files_holding_memory():
+                gmem = inode.gmem
+                detail = {
+                    "pages_freed": gmem.allocated.total // gmem.page_size,
+                    "reserved_pages_released": gmem.reserved_pages,
+                    "page_size": gmem.page_size,
+                }
+                self._emit("evict", inode, args="at=session end", detail=detail)
         self.trace.close()
-        with trio.move_on_after(1):
-            while self._trace_reads:
+        with trio.move_on_after(1):  # a reader that polls reads only after its notification
+            while self._trace_reads or any(not reader.ended for reader, _ in self._trace_readers.values()):
                 await trio.sleep(0.001)
 
     @_request("fh")
@@ -681,7 +700,9 @@ class GmemOperations(pyfuse3.Operations):
             if gmem.profile.punch_in_use_eagain and gmem.hugetlb and plan.start < plan.end:
                 held = await self.conversions.held_by_host(inode, plan.start, plan.end)
                 if held is not None:  # merge_truncate_range(): no safe refcount, nothing truncated
-                    raise GmemError(errno.EAGAIN, f"punch: page {held:#x} is in use by the host")
+                    raise GmemError(
+                        errno.EAGAIN, f"punch: page {held:#x} is in use by the host", function="merge_truncate_range"
+                    )
             await self._punch(gmem, plan.start, plan.end)
         else:
             try:
@@ -706,7 +727,7 @@ class GmemOperations(pyfuse3.Operations):
         else:
             await serialized(gmem, gmem.allocate, start, stop)
         if fault:
-            raise GmemError(fault, f"injected fault: allocate (pages up to {stop:#x} allocated)")
+            raise GmemError(fault, f"injected fault: allocate (pages up to {stop:#x} allocated)", function=INJECTED)
 
     async def _punch(self, gmem: GuestMemfd, start: int, end: int) -> None:
         """Many allocated pages in range run in a worker thread: the kernel takes ~0.4 s to punch
@@ -814,7 +835,7 @@ class GmemOperations(pyfuse3.Operations):
             if self.trace.readers:
                 self._emit("set_page_order", inode, ctx, args=f"page_order={decode.page_order_words(gmem.page_order)}")
         else:
-            raise GmemError(errno.EPERM, f"{os.fsdecode(name)} is read-only")
+            raise GmemError(errno.EPERM, f"{os.fsdecode(name)} is read-only", function=INSPECTION)
 
     @_request("ino")
     async def getxattr(self, ino, name, ctx):
@@ -847,4 +868,4 @@ class GmemOperations(pyfuse3.Operations):
         gmem = self._inode(ino).gmem
         if gmem is None or name not in _xattr_names(gmem):
             raise FUSEError(pyfuse3.ENOATTR)
-        raise GmemError(errno.EPERM, f"{os.fsdecode(name)} cannot be removed")
+        raise GmemError(errno.EPERM, f"{os.fsdecode(name)} cannot be removed", function=INSPECTION)

@@ -12,7 +12,7 @@ import time
 import pyfuse3
 
 from ..base.hugepages import pool_counters
-from ..kernel.uapi import XATTR_FLAGS, XATTR_PAGE_ORDER, ConversionRequest
+from ..kernel.uapi import BASE_PAGE_SIZE, XATTR_FLAGS, XATTR_PAGE_ORDER, ConversionRequest
 from ..trace import decode
 from ..trace.events import TraceEvent
 from .guest_memfd import GuestMemfd
@@ -119,10 +119,10 @@ def first_refused_page(gmem: GuestMemfd, start: int, end: int, guest: bool) -> "
         if guest:
             for run_start, _ in gmem.shared.overlapping(start, end):
                 page = max(run_start, start)
-                return page - page % gmem.page_size
+                return page - page % BASE_PAGE_SIZE  # conversions are 4 KiB-grained, huge pages or not
         else:
             for gap_start, _ in gmem.shared.gaps(start, end):
-                return gap_start - gap_start % gmem.page_size
+                return gap_start - gap_start % BASE_PAGE_SIZE
     return None
 
 

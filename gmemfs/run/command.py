@@ -46,6 +46,7 @@ from .tracing import RunTrace, open_output
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 PR_SET_CHILD_SUBREAPER = 36
 REAP_INTERVAL = 0.25  # seconds between looks for ended children of PROGRAM's
+STREAM_END_TIMEOUT = 5.0  # seconds --trace waits for a stopped daemon's last events
 
 
 class RunError(Exception):
@@ -191,9 +192,8 @@ async def supervise(
             nursery.start_soon(trace.run.follow, trace.daemon_stream)
             nursery.start_soon(trace.run.print_as_they_age)
         await supervisor.serve()
-        if trace:  # the files the program left: released now, so their eviction is in the trace
-            supervisor.close()
-            await trio.sleep(trace.run.merger.hold * 2)
+        if trace:
+            await trace.wind_down(supervisor)
         nursery.cancel_scope.cancel()
     program.reap(wait=True)  # each has let go of the filter on its way out: their ends are near
     return program.first_status
@@ -205,24 +205,38 @@ class Tracing:
 
     run: RunTrace
     daemon_stream: int
+    daemon: "PrivateDaemon | None" = None
+
+    async def wind_down(self, supervisor: GuestMemfdSupervisor) -> None:
+        """The files the program left are released now, so that their eviction is in the trace;
+        a private daemon is stopped here and its stream followed to its end."""
+        supervisor.close()
+        await trio.sleep(self.run.merger.hold)  # FUSE sends RELEASE after close() has returned
+        if self.daemon is None:
+            await trio.sleep(self.run.merger.hold)
+            return
+        await trio.to_thread.run_sync(self.daemon.stop)
+        with trio.move_on_after(STREAM_END_TIMEOUT):
+            await self.run.ended.wait()
 
     @classmethod
-    def start(cls, args: argparse.Namespace, mount_path: str, shared_mount: bool) -> "Tracing":
+    def start(cls, args: argparse.Namespace, mount_path: str, daemon: "PrivateDaemon | None") -> "Tracing":
         try:
             output = open_output(args.trace)
         except OSError as error:
             raise RunError(f"--trace={args.trace}: {error.strerror}") from None
         run = RunTrace(output, json_lines=args.trace_format == "json")
-        if shared_mount:
+        if daemon is None:  # a mount that others may use too
             run.files = set()
         try:
-            return cls(run, run.open_daemon_stream(mount_path))
+            return cls(run, run.open_daemon_stream(mount_path), daemon)
         except OSError as error:
             raise RunError(f"the daemon's trace cannot be read: {error.strerror} (an older gmemfs?)") from None
 
     def close(self) -> None:
         self.run.finish()
-        os.close(self.daemon_stream)
+        with contextlib.suppress(OSError):  # a daemon that is gone: ENOTCONN
+            os.close(self.daemon_stream)
         if self.run.output is not sys.stderr:
             self.run.output.close()
 
@@ -283,7 +297,7 @@ def main(argv: list[str]) -> int:
         for signum in TERMINAL_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
-        trace = Tracing.start(args, path, shared_mount=bool(args.mount)) if args.trace else None
+        trace = Tracing.start(args, path, daemon) if args.trace else None
         process, listener = start_program(args.program, profile.name)
         others = (daemon.pid,) if daemon else ()
         supervisor = GuestMemfdSupervisor(listener, path, profile, others)

@@ -7,6 +7,7 @@ and RunTrace, which follows the daemon's trace file and prints both streams in o
 
 import errno
 import os
+import select
 import struct
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import TextIO
 
 import trio
 
+from ..base.printable import printable
 from ..kernel.rules import GmemError
 from ..kernel.uapi import (
     KVM_CHECK_EXTENSION,
@@ -42,6 +44,7 @@ from .tracee import read_memory, thread_group
 
 SYS_MMAP = 9
 FLUSH_INTERVAL = 0.05  # seconds between looks for events old enough to print
+POLL_TIMEOUT_MS = 250  # a poll of the daemon's stream returns this often, so that it can end
 STRUCTS = {
     KVM_CREATE_GUEST_MEMFD: KVM_CREATE_GUEST_MEMFD_STRUCT,
     KVM_SET_USER_MEMORY_REGION: KVM_USER_MEMORY_REGION_STRUCT,
@@ -148,20 +151,36 @@ class RunTrace:
         self.merger = TraceMerger(hold)
         self.start = time.monotonic()
         self.files: set[int] | None = None  # None: every daemon event is the program's
+        self.ended = trio.Event()  # the daemon's stream has ended
 
     def emit(self, event: TraceEvent) -> None:
         self.merger.add(event)
 
     def open_daemon_stream(self, mount_path: str) -> int:
         """The daemon's trace file, opened before the program starts so no event is missed."""
-        return os.open(os.path.join(mount_path, os.fsdecode(TRACE_FILE)), os.O_RDONLY | os.O_CLOEXEC)
+        path = os.path.join(mount_path, os.fsdecode(TRACE_FILE))
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
     async def follow(self, fd: int) -> None:
-        """Read the daemon's events until its stream ends, then say so."""
+        """Read the daemon's events until its stream ends, then say so.
+
+        Read only once poll(2) says there is something: a read the daemon holds cannot be
+        interrupted (pyfuse3 gives read no request context), so a waiting read would keep even
+        a killed run from exiting until the daemon's next event. poll can be left."""
         lines = LineDecoder()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
         ended = "the daemon's trace ended"
         try:
-            while data := await trio.to_thread.run_sync(os.read, fd, 1 << 16, abandon_on_cancel=True):
+            while True:
+                if not await trio.to_thread.run_sync(poller.poll, POLL_TIMEOUT_MS, abandon_on_cancel=True):
+                    continue
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    break
                 for event in lines.feed(data):
                     self.emit(event)
         except OSError as error:
@@ -169,6 +188,7 @@ class RunTrace:
         except ValueError as error:
             ended = f"the daemon's trace could not be read: {error}"
         self.emit(TraceEvent(time=time.monotonic(), source="daemon", what="daemon-ended", args=ended))
+        self.ended.set()
 
     async def print_as_they_age(self) -> None:
         while True:
@@ -185,13 +205,14 @@ class RunTrace:
             self.output.flush()
 
     def line(self, event: TraceEvent) -> str:
-        return (event.to_json() if self.json_lines else event.text(self.start)) + "\n"
+        return (event.to_json() if self.json_lines else printable(event.text(self.start))) + "\n"
 
     def is_the_programs(self, event: TraceEvent) -> bool:
-        if event.source != "daemon" or self.files is None:
+        """With --mount: the daemon's events about files this run created, or about no file."""
+        if event.source != "daemon" or self.files is None or not event.file:
             return True
-        ino = event.detail.get("ino")
-        return ino is None or ino in self.files
+        ino = event.file.partition(":")[0]
+        return not ino.isdigit() or int(ino) in self.files
 
 
 def open_output(target: str) -> TextIO:

@@ -67,6 +67,7 @@ class TraceReader:
         self.lost = 0
         self.lost_time = 0.0  # the time of the last event lost
         self.closed = False
+        self.ended = False  # closed, and its end of file was read: nothing of it is left
         self._partial = b""  # the rest of a line longer than a read's size
         self._arrived = trio.Event()
         self._wake: Callable[[], None] | None = None
@@ -129,6 +130,7 @@ class TraceReader:
         if not out and self.lines:  # a single line longer than size
             self._partial = self.lines.popleft()[1]
             return await self.read(size)
+        self.ended = not out
         return bytes(out)
 
     def close(self) -> None:

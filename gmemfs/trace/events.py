@@ -65,11 +65,22 @@ class TraceEvent:
                 result += f" ({self.function})"
             words.append(f"-> {result}")
         if self.detail:
-            words.append("[" + " ".join(f"{key}={value}" for key, value in self.detail.items()) + "]")
+            words.append(
+                "[" + " ".join(f"{key}={_detail_words(key, value)}" for key, value in self.detail.items()) + "]"
+            )
         if self.duration is not None:
             words.append(f"<{self.duration:.6f}>")
         return " ".join(words)
 
 
 TraceEvent._ORDER = tuple(item.name for item in fields(TraceEvent))
+OFFSETS = frozenset({"page", "error_offset"})  # file offsets: hex, as the ioctls' arguments are written
+
+
+def _detail_words(key: str, value: Any) -> str:
+    if isinstance(value, dict):  # the pool's counters: {total=8,free=6,reserved=2,surplus=0}
+        return "{" + ",".join(f"{name}={_detail_words(name, item)}" for name, item in value.items()) + "}"
+    return f"{value:#x}" if key in OFFSETS and isinstance(value, int) else str(value)
+
+
 TraceEvent._FIELDS = frozenset(TraceEvent._ORDER)

@@ -15,7 +15,9 @@ def test_quick_benchmark_reports_every_operation(huge_pools):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     operations = {row["operation"]: row for row in report["rows"]}
-    assert len(operations) == 20
+    assert len(operations) == 24
+    for name in ("KVM_CHECK_EXTENSION (answered by the supervisor)", "KVM_CREATE_GUEST_MEMFD 64K + close"):
+        assert operations[f"gmemfs run: {name}, --trace"]["kernel"] > 0, "gmemfs run's cost is set beside the kernel's"
     traced = operations["allocate + punch 2 MiB, one trace reader draining"]
     assert traced["kernel"] > 0 and traced["floor"] > 0, "tracing's cost is set beside the kernel and the floor"
     assert operations["  daemon CPU per call: stat"]["floor"] > 0, "the daemons' CPU time is read"

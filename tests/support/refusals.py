@@ -11,5 +11,9 @@ NAMING_MODULES = frozenset(
         "daemon/backing.py",
         "daemon/guest_memfd.py",
         "run/memslots.py",
+        "run/supervisor.py",
+        "daemon/operations.py",
+        "daemon/conversion.py",
+        "daemon/faults.py",
     )
 )

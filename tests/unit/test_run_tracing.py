@@ -104,14 +104,13 @@ def test_a_shared_mounts_daemon_events_about_other_files_are_left_out():
     output = io.StringIO()
     trace = RunTrace(output, json_lines=True, hold=0)
     trace.files = {12}
-    for ino in (12, 13, None):
-        detail = {} if ino is None else {"ino": ino}
-        trace.emit(TraceEvent(time=1.0, source="daemon", what="fallocate", detail=detail))
+    for file in ("12:/vm", "13:/theirs", ""):
+        trace.emit(TraceEvent(time=1.0, source="daemon", what="fallocate", file=file))
     trace.emit(TraceEvent(time=2.0, source="run", what="KVM_CREATE_VM"))
     trace.finish()
     kept = [TraceEvent.from_json(line) for line in output.getvalue().splitlines()]
-    assert [(event.what, event.detail.get("ino")) for event in kept] == [
-        ("fallocate", 12),
-        ("fallocate", None),
-        ("KVM_CREATE_VM", None),
+    assert [(event.what, event.file) for event in kept] == [
+        ("fallocate", "12:/vm"),
+        ("fallocate", ""),
+        ("KVM_CREATE_VM", ""),
     ]
