@@ -20,11 +20,22 @@ The event stream:
   `if channel.readers: channel.emit(TraceEvent(...))`, so nothing is built or encoded while
   nobody reads. emit() runs on the daemon's trio loop; a worker thread hands it over with
   trio.from_thread.run_sync.
-- Several files and VMs share one stream: an event names its file (TraceEvent.file: the
-  inode number, or an fd in the program) and the caller (pid, tid).
-- `gmemfs run` merges its own events with the daemon's (TraceMerger): each waits `hold`
-  seconds (0.1) before it is printed, so that a late event of the other process still sorts
-  in by time (ties keep their arrival order); at the end everything left is printed.
-- A daemon that dies ends its stream (EOF, or ENOTCONN from a dead mount): the merger's
-  owner adds one "daemon-ended" event, and what came before it is still printed.
+- Several files and VMs share one stream: a daemon event names its file (TraceEvent.file,
+  "inode:path") and its caller (pid, tid: FUSE gives the calling thread; page faults,
+  writeback and evictions carry none); a supervisor event names the program's fd in its args
+  (gmem=7+0x0, fd=7) and the calling thread.
+- Readers wait with poll(2), then read with O_NONBLOCK: pyfuse3 gives a READ handler no
+  interrupt, so a read the daemon holds would keep even a killed reader in the kernel until
+  the next event.
+- `gmemfs run` opens the trace file before PROGRAM starts, and merges its own events with
+  the daemon's (TraceMerger): each waits `hold` seconds (0.1) before it is printed, so that a
+  late event of the other process still sorts in by time (ties keep their arrival order).
+  With --mount, the mount serves others too: only daemon events about the inodes the run
+  created (or about no file) are printed.
+- The end: once the program is gone, the run lets go of its copies of the program's files,
+  then stops its private daemon and reads the stream to its end. A stopping daemon makes the
+  evictions of the files still holding memory ("at=session end") its last events, closes
+  the stream and waits (a second at most) until every reader has read its end of file.
+- A daemon that dies ends its stream (EOF, or ENOTCONN from a dead mount): the reader adds
+  one "daemon-ended" event, and what came before it is still printed.
 """
