@@ -14,8 +14,8 @@ The parts, each a folder, from the ground up; a part imports only the parts belo
 tests/unit/test_layout.py holds the code to this order.
 """
 
+from .base.libc import fallocate
 from .client import ConversionError, convert_private, convert_shared, create_guest_memfd, set_memory_attributes
-from .daemon.backing import fallocate
 from .kernel.uapi import (
     FALLOC_FL_KEEP_SIZE,
     FALLOC_FL_PUNCH_HOLE,

@@ -138,6 +138,16 @@ def setup_logging(debug: bool, daemon: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("pyfuse3").addFilter(_interrupted_replies_are_no_errors)
+
+
+def _interrupted_replies_are_no_errors(record: logging.LogRecord) -> bool:
+    """pyfuse3 logs every failed reply as an error; ENOENT means the kernel no longer waits for
+    the request (interrupted, or the connection aborted), which libfuse itself passes over."""
+    if record.levelno == logging.ERROR and record.getMessage().endswith("failed with No such file or directory"):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
 
 
 def daemonize() -> None:

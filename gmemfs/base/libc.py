@@ -15,3 +15,8 @@ def check(result: int, what: str) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return result
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with any mode (os.posix_fallocate has none): KEEP_SIZE, PUNCH_HOLE."""
+    check(libc.fallocate(fd, mode, offset, length), "fallocate")

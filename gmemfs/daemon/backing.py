@@ -13,7 +13,7 @@ import os
 import resource
 
 from ..base.hugepages import pool_counters
-from ..base.libc import check, libc
+from ..base.libc import check, fallocate, libc
 from ..kernel.rules import GmemError
 from ..kernel.uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
@@ -56,10 +56,6 @@ def _keep_fds_free(fd: int) -> None:
     if fd >= limit - min(64, limit // 4):
         os.close(fd)
         raise _out_of_fds(errno.EMFILE)
-
-
-def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    _check(libc.fallocate(fd, mode, offset, length), "fallocate")
 
 
 def _hugetlbfs_superblock(page_size: int, size: int) -> int:

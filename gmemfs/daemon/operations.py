@@ -50,7 +50,7 @@ from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, TRACE_INO, Handle, Inod
 from .limits import MountQuota, check_file_limit, huge_page_unit
 from .options import MountOptions
 from .page_changes import in_worker_thread, serialized
-from .tracing import conversion_what, pool_words, refused_request, request_context
+from .tracing import conversion_what, pool_words, refused_request, request_context, session_device_fd
 from .tracing import event as trace_event
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ NO_READ = "vfs_read (guest_memfd has no read)"  # the functions that make the da
 NO_WRITE = "vfs_write (guest_memfd has no write)"
 INJECTED = "gmemfs: -o fail"
 INSPECTION = "gmemfs: the user.gmem.* attributes"
+TRACE_READERS = 32  # opens of the trace file at once (each keeps up to TraceChannel.capacity lines)
+TRACE_READS_WAITING = 8  # of pyfuse3's 99 handler tasks, at most these wait for trace events
+SESSION_CHECK_INTERVAL = 0.5  # seconds between looks at whether the FUSE connection has ended
 THREADED_CHANGE = 64 << 20  # allocating, punching or evicting this many bytes runs off the event loop
 
 
@@ -78,7 +81,10 @@ def _request(target: str, quiet: bool = False):
         async def wrapper(self: "GmemOperations", *args):
             try:
                 return await handler(self, *args)
-            except FUSEError:
+            except FUSEError as error:
+                if self.trace.readers and (handler.__name__, error.errno) not in PROBES:
+                    refusal = _edge_refusal(handler.__name__, error.errno)
+                    self._trace_refusal(handler.__name__, target, args[position], args, refusal)
                 raise
             except GmemError as error:
                 if self.trace.readers:
@@ -97,7 +103,9 @@ def _request(target: str, quiet: bool = False):
             except OSError as error:
                 err = error.errno if error.errno not in (None, errno.ENOSYS) else errno.EIO
                 if self.trace.readers:
-                    self._trace_refusal(handler.__name__, target, args[position], args, OSError(err, str(error)))
+                    failure = OSError(err, str(error))
+                    failure.trace_detail = getattr(error, "trace_detail", {})
+                    self._trace_refusal(handler.__name__, target, args[position], args, failure)
                 if self.failures.admit(logging.WARNING):
                     log.warning("%s: %s failed: %s", self._describe(target, args[position]), handler.__name__, error)
                 raise FUSEError(err) from None
@@ -109,6 +117,27 @@ def _request(target: str, quiet: bool = False):
         return wrapper
 
     return decorate
+
+
+# Refusals at the FUSE edge (which handle, opened how, which kind of inode) are the VFS's in
+# the kernel: the trace names the VFS function that makes them. Lookups of names that do not
+# exist and questions for attributes a file lacks are how callers probe, not refusals.
+EDGE_FUNCTIONS = {
+    "fallocate": "vfs_fallocate",
+    "ioctl": "vfs_ioctl",
+    "read": "vfs_read",
+    "write": "vfs_write",
+    "writepage": "vfs_write",
+    "open": "do_dentry_open",
+    "setattr": "notify_change",
+    "setxattr": "vfs_setxattr",
+    "removexattr": "vfs_removexattr",
+}
+PROBES = frozenset({("lookup", errno.ENOENT), ("getxattr", errno.ENODATA), ("getxattr", errno.ENOTSUP)})
+
+
+def _edge_refusal(handler: str, err: int) -> GmemError:
+    return GmemError(err, os.strerror(err), function=EDGE_FUNCTIONS.get(handler, f"the VFS ({handler})"))
 
 
 NAME_MAX = 255  # what statfs says, as tmpfs
@@ -257,6 +286,7 @@ class GmemOperations(pyfuse3.Operations):
             pass
         try:
             what, words, detail = refused_request(name, inode, args)
+            detail.update(getattr(error, "trace_detail", {}))  # what a failure left done
             self._emit(what, inode, request_context(args), args=words, error=error, detail=detail)
         except Exception:
             log.exception("tracing a refused %s failed", name)
@@ -316,10 +346,32 @@ class GmemOperations(pyfuse3.Operations):
         async with trio.open_nursery() as releases:
             self._releases = releases
             try:
-                await pyfuse3.main(busy_poll=busy_poll)
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(self._end_trace_with_the_session)
+                    await pyfuse3.main(busy_poll=busy_poll)
+                    watch.cancel_scope.cancel()
             finally:
                 self._releases = None
                 self.trace.close()  # unmounted: any reader left reads to its end
+
+    async def _end_trace_with_the_session(self) -> None:
+        """A trace read waiting for an event holds one of pyfuse3's handler tasks, and main()
+        returns only once every handler has: when the connection ends (unmounted, or aborted
+        through /sys/fs/fuse/connections) while one waits, the stream must end too. The
+        session's /dev/fuse fd then polls POLLERR; it is looked at only while someone reads."""
+        fuse = session_device_fd()
+        if fuse is None:
+            return
+        poller = select.poll()
+        poller.register(fuse, 0)  # errors only: POLLERR, POLLHUP, POLLNVAL are always reported
+        try:
+            while True:
+                await trio.sleep(SESSION_CHECK_INTERVAL)
+                if self._trace_readers and poller.poll(0):
+                    self.trace.close()
+                    return
+        finally:
+            os.close(fuse)
 
     def release_all(self) -> None:
         """The end of the session evicts every file."""
@@ -634,6 +686,8 @@ class GmemOperations(pyfuse3.Operations):
         size 0 makes a private mapping's fault SIGBUS without asking), not seekable."""
         if ctx.uid != 0 or flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             raise FUSEError(errno.EACCES)
+        if len(self._trace_readers) >= TRACE_READERS:
+            raise FUSEError(errno.EMFILE)
         fh = self.inodes.open(self.inodes.trace_file)
         self._trace_readers[fh] = (self.trace.subscribe(), bool(flags & os.O_NONBLOCK))
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
@@ -649,6 +703,8 @@ class GmemOperations(pyfuse3.Operations):
         reader, nonblocking = self._trace_readers[fh]
         if nonblocking and not reader.readable:
             raise FUSEError(errno.EAGAIN)
+        if not reader.readable and self._trace_reads >= TRACE_READS_WAITING:
+            raise FUSEError(errno.EAGAIN)  # each waiting read holds one of pyfuse3's handler tasks
         self._trace_reads += 1
         try:
             return await reader.read(size)
@@ -678,9 +734,10 @@ class GmemOperations(pyfuse3.Operations):
         if self.trace.readers:
             for inode in self.inodes.files_holding_memory():
                 gmem = inode.gmem
+                pages = gmem.allocated.total // gmem.page_size
                 detail = {
-                    "pages_freed": gmem.allocated.total // gmem.page_size,
-                    "reserved_pages_released": gmem.reserved_pages,
+                    "pages_freed": pages,
+                    "reserved_pages_released": max(gmem.reserved_pages - pages, 0),
                     "page_size": gmem.page_size,
                 }
                 self._emit("evict", inode, args="at=session end", detail=detail)
@@ -707,10 +764,14 @@ class GmemOperations(pyfuse3.Operations):
         else:
             try:
                 await self._allocate(gmem, plan.start, plan.end, ctx)
-            except OSError:
+            except OSError as error:
                 # Pages done so far stay; the kernel keeps its cached st_blocks after a failed
-                # fallocate, so tell it to ask again.
+                # fallocate, so tell it to ask again (and the trace, what stayed).
                 pyfuse3.invalidate_inode(inode.ino, attr_only=True)
+                error.trace_detail = {
+                    "pages_allocated": (gmem.allocated.total - allocated) // gmem.page_size,
+                    "page_size": gmem.page_size,
+                }
                 raise
         if self.trace.readers:
             changed = (gmem.allocated.total - allocated) // gmem.page_size  # what this call changed
@@ -756,7 +817,8 @@ class GmemOperations(pyfuse3.Operations):
         if gmem is None:
             return
         large = gmem.allocated.total >= THREADED_CHANGE
-        freed = (gmem.allocated.total // gmem.page_size, gmem.reserved_pages)
+        pages = gmem.allocated.total // gmem.page_size
+        freed = (pages, max(gmem.reserved_pages - pages, 0))  # a page in use has used its reservation up
         backing = gmem.detach_backing()
         if not large or backing is None or self._releases is None:
             gmem.release_backing(backing)

@@ -18,6 +18,7 @@ from ..trace.events import TraceEvent
 from .guest_memfd import GuestMemfd
 from .inodes import Inode, InodeTable
 
+PATH_SHOWN = 512  # the end of a longer path is shown, after "..."
 _TGIDS_KEPT = 256  # threads whose process is remembered; the cache starts over when full
 _tgids: "dict[int, int]" = {}
 
@@ -59,7 +60,22 @@ def file_words(inodes: InodeTable, inode: "Inode | None") -> str:
             return f"{file_words(inodes, inodes[inode.view_of])} (guest view)"
         except KeyError:
             return f"{inode.ino}:(guest view)"
-    return f"{inode.ino}:{inodes.path_of(inode)}"
+    path = inodes.path_of(inode)
+    if len(path) > PATH_SHOWN:  # any user picks the names and the depth: a line stays a line
+        path = "..." + path[-PATH_SHOWN:]
+    return f"{inode.ino}:{path}"
+
+
+def session_device_fd() -> "int | None":
+    """Our own copy of this daemon's /dev/fuse fd (the FUSE session's), or None if there is none
+    (an in-process test): its poll says when the connection has ended."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "/dev/fuse":
+                return os.dup(int(name))
+        except OSError:  # an fd that closed meanwhile
+            continue
+    return None
 
 
 def pool_words(gmem: GuestMemfd) -> "dict[str, int] | None":

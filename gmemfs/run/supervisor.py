@@ -40,9 +40,9 @@ from functools import partial
 import trio
 
 from ..base.hugepages import HugePageSupport
+from ..base.libc import fallocate
 from ..base.ranges import parse_ranges
 from ..client import ConversionError, convert_private, convert_shared, create_guest_memfd
-from ..daemon.backing import fallocate
 from ..daemon.host_users import CheckIncomplete, first_mapped_page
 from ..kernel.rules import GmemError, check_creation_size, file_geometry, parse_flags_value
 from ..kernel.uapi import (

@@ -13,7 +13,8 @@ The event stream:
   trace_pipe: each open is a reader (TraceChannel.subscribe) that gets the events from then
   on, in order, whole lines only. The file is root's alone (mode 0400, uid 0): the events
   name every process's files, ranges and errors on the mount.
-- A reader's buffer is bounded (TraceChannel.capacity lines). A reader that falls behind
+- A reader's buffer is bounded (TraceChannel.capacity lines, channel.BYTES_KEPT bytes: any
+  user of the mount picks names, and so the length of lines). A reader that falls behind
   loses the oldest events, and its next read starts with one "lost" event (detail["lost"]
   counts them, its time that of the last one lost), as trace_pipe overwrites.
 - Tracing off costs one attribute test per event site: callers write

@@ -12,6 +12,7 @@ import trio
 from .events import TraceEvent
 
 DEFAULT_CAPACITY = 4096  # lines a reader keeps before it loses the oldest
+BYTES_KEPT = 4 << 20  # and bytes: the lines are the callers' words, names included
 
 
 class TraceChannel:
@@ -64,6 +65,7 @@ class TraceReader:
         self.channel = channel
         self.lines: deque[tuple[float, bytes]] = deque()
         self.capacity = capacity
+        self.bytes = 0  # of the lines kept
         self.lost = 0
         self.lost_time = 0.0  # the time of the last event lost
         self.closed = False
@@ -88,10 +90,12 @@ class TraceReader:
             wake()
 
     def put(self, time: float, line: bytes) -> None:
-        if len(self.lines) >= self.capacity:
-            self.lost_time = self.lines.popleft()[0]
+        while self.lines and (len(self.lines) >= self.capacity or self.bytes + len(line) > BYTES_KEPT):
+            self.lost_time, lost = self.lines.popleft()
+            self.bytes -= len(lost)
             self.lost += 1
         self.lines.append((time, line))
+        self.bytes += len(line)
         self._arrived.set()
         if self._wake is not None:
             self._woken()
@@ -126,9 +130,12 @@ class TraceReader:
                 return await self.read(size)
             out += lost
         while self.lines and len(out) + len(self.lines[0][1]) <= size:
-            out += self.lines.popleft()[1]
+            line = self.lines.popleft()[1]
+            self.bytes -= len(line)
+            out += line
         if not out and self.lines:  # a single line longer than size
             self._partial = self.lines.popleft()[1]
+            self.bytes -= len(self._partial)
             return await self.read(size)
         self.ended = not out
         return bytes(out)

@@ -10,7 +10,7 @@ from support.mount import wait_until
 from support.syscalls import KEEP_SIZE, PUNCH, xattr
 
 from gmemfs import create_guest_memfd
-from gmemfs.daemon.backing import fallocate
+from gmemfs.base.libc import fallocate
 
 GiB = 1 << 30
 

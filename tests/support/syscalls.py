@@ -3,7 +3,7 @@
 import errno
 import os
 
-from gmemfs.daemon.backing import fallocate
+from gmemfs.base.libc import fallocate
 from gmemfs.kernel.uapi import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
 
 KEEP_SIZE = FALLOC_FL_KEEP_SIZE

@@ -19,7 +19,7 @@ MAY_IMPORT = {
     "commands": {"base", "kernel", "trace", "client"},
     "cli": {"base", "kernel", "trace", "client", "daemon", "run", "commands"},
     "__main__": {"cli"},
-    "__init__": {"base", "kernel", "client", "daemon"},
+    "__init__": {"base", "kernel", "client"},
 }
 PARTS = ("base", "kernel", "trace", "daemon", "run", "commands")
 
