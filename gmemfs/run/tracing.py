@@ -44,6 +44,7 @@ from .tracee import read_memory, thread_group
 
 SYS_MMAP = 9
 FLUSH_INTERVAL = 0.05  # seconds between looks for events old enough to print
+STREAM_EVENTS = frozenset({"lost", "daemon-ended"})
 POLL_TIMEOUT_MS = 250  # a poll of the daemon's stream returns this often, so that it can end
 STRUCTS = {
     KVM_CREATE_GUEST_MEMFD: KVM_CREATE_GUEST_MEMFD_STRUCT,
@@ -208,11 +209,12 @@ class RunTrace:
         return (event.to_json() if self.json_lines else printable(event.text(self.start))) + "\n"
 
     def is_the_programs(self, event: TraceEvent) -> bool:
-        """With --mount: the daemon's events about files this run created, or about no file."""
-        if event.source != "daemon" or self.files is None or not event.file:
+        """With --mount: the daemon's events about files this run created, and those about the
+        stream itself (lost events, its end); another user's are none of the program's."""
+        if event.source != "daemon" or self.files is None or event.what in STREAM_EVENTS:
             return True
         ino = event.file.partition(":")[0]
-        return not ino.isdigit() or int(ino) in self.files
+        return ino.isdigit() and int(ino) in self.files
 
 
 def open_output(target: str) -> TextIO:

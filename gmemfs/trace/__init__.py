@@ -32,7 +32,7 @@ The event stream:
   the daemon's (TraceMerger): each waits `hold` seconds (0.1) before it is printed, so that a
   late event of the other process still sorts in by time (ties keep their arrival order).
   With --mount, the mount serves others too: only daemon events about the inodes the run
-  created (or about no file) are printed.
+  created, and about the stream itself (lost, daemon-ended), are printed.
 - The end: once the program is gone, the run lets go of its copies of the program's files,
   then stops its private daemon and reads the stream to its end. A stopping daemon makes the
   evictions of the files still holding memory ("at=session end") its last events, closes

@@ -2,13 +2,18 @@
 the daemon in one order, every refusal with its errno, rule and the series' function."""
 
 import json
+import os
 import re
+import signal
+import subprocess
 
 import pytest
+from support.commands import GMEMFS
 from support.kvm import why_no_kvm
+from support.mount import wait_until
 from support.pools import PAGE_2M
 from support.programs import kernel_selftest, kvm_client
-from support.run import gmemfs_run, leftovers
+from support.run import gmemfs_processes, gmemfs_run, leftovers
 
 from gmemfs.base.hugepages import pool_counters
 from gmemfs.kernel.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUEST_MEMFD_FLAG_SUPPORT_SHARED, GUESTMEM_HUGETLB_FLAG_2MB
@@ -155,3 +160,35 @@ def test_a_trace_file_that_cannot_be_written_is_one_line_and_125(tmp_path):
     result = gmemfs_run(f"--trace={target}", program=["true"])
     assert result.returncode == 125
     assert result.stderr.splitlines() == [f"gmemfs run: --trace={target}: No such file or directory"]
+
+
+def start_traced_holder(trace_path) -> "tuple[subprocess.Popen, int]":
+    """gmemfs run --trace of a program that holds a 2 MiB-page file and waits; (the run, its pid)."""
+    program = kvm_client("hold", PAGE_2M, RFC_V2_HUGE_2M)
+    command = [*GMEMFS, "run", f"--trace={trace_path}", "--trace-format=json", "-o", "abi=rfc-v2", "--", *program]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    created = json.loads(run.stdout.readline())
+    assert created["size"] == PAGE_2M, created
+    return run, created["pid"]
+
+
+def test_kill_9_of_the_program_ends_the_trace_with_its_files_eviction(tmp_path):
+    run, pid = start_traced_holder(tmp_path / "trace")
+    os.kill(pid, signal.SIGKILL)
+    assert run.wait(timeout=30) == -signal.SIGKILL
+    events = [TraceEvent.from_json(line) for line in (tmp_path / "trace").read_text().splitlines()]
+    assert [event.what for event in events[-2:]] == ["evict", "daemon-ended"], steps(events)
+    assert events[-2].detail["reserved_pages_released"] == 1
+
+
+def test_kill_9_of_the_private_daemon_ends_the_trace_and_not_the_run(tmp_path):
+    run, pid = start_traced_holder(tmp_path / "trace")
+    try:
+        daemon = int(gmemfs_processes()[0].split(":")[0])
+        os.kill(daemon, signal.SIGKILL)
+        assert wait_until(lambda: "daemon-ended" in (tmp_path / "trace").read_text(), 10)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert run.wait(timeout=30) == -signal.SIGKILL
+    ended = TraceEvent.from_json((tmp_path / "trace").read_text().splitlines()[-1])
+    assert ended.what == "daemon-ended" and ended.args.startswith("the daemon's trace ended")

@@ -106,11 +106,12 @@ def test_a_shared_mounts_daemon_events_about_other_files_are_left_out():
     trace.files = {12}
     for file in ("12:/vm", "13:/theirs", ""):
         trace.emit(TraceEvent(time=1.0, source="daemon", what="fallocate", file=file))
+    trace.emit(TraceEvent(time=1.5, source="daemon", what="lost", detail={"lost": 3}))
     trace.emit(TraceEvent(time=2.0, source="run", what="KVM_CREATE_VM"))
     trace.finish()
     kept = [TraceEvent.from_json(line) for line in output.getvalue().splitlines()]
     assert [(event.what, event.file) for event in kept] == [
         ("fallocate", "12:/vm"),
-        ("fallocate", ""),
+        ("lost", ""),
         ("KVM_CREATE_VM", ""),
     ]
