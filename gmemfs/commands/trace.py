@@ -57,7 +57,7 @@ def follow(fd: int, as_json: bool, start: float) -> None:
     """Print each event, a line at a time, until the stream ends (then one "daemon-ended" line).
 
     The file is read only once poll(2) says it is readable: a read the daemon holds could not
-    be interrupted by Ctrl-C (see GmemOperations._read_trace); poll can. Each poll costs the
+    be interrupted by Ctrl-C (see daemon/trace_file.py); poll can. Each poll costs the
     daemon two requests and a notification, so a busy stream is read in batches."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)

@@ -41,7 +41,6 @@ from ..kernel.uapi import (
     ConversionRequest,
 )
 from ..trace import decode
-from ..trace.channel import TraceChannel, TraceReader
 from .backing import Backing
 from .conversion import Conversions
 from .faults import FaultInjector, halfway
@@ -50,7 +49,8 @@ from .inodes import DOT_COOKIE, DOTDOT_COOKIE, ROOT_INO, TRACE_INO, Handle, Inod
 from .limits import MountQuota, check_file_limit, huge_page_unit
 from .options import MountOptions
 from .page_changes import in_worker_thread, serialized
-from .tracing import conversion_what, pool_words, refused_request, request_context, session_device_fd
+from .trace_file import TraceFile
+from .tracing import conversion_what, pool_words, refused_request, request_context
 from .tracing import event as trace_event
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,6 @@ NO_READ = "vfs_read (guest_memfd has no read)"  # the functions that make the da
 NO_WRITE = "vfs_write (guest_memfd has no write)"
 INJECTED = "gmemfs: -o fail"
 INSPECTION = "gmemfs: the user.gmem.* attributes"
-TRACE_READERS = 32  # opens of the trace file at once (each keeps up to TraceChannel.capacity lines)
-TRACE_READS_WAITING = 8  # of pyfuse3's 99 handler tasks, at most these wait for trace events
-SESSION_CHECK_INTERVAL = 0.5  # seconds between looks at whether the FUSE connection has ended
 THREADED_CHANGE = 64 << 20  # allocating, punching or evicting this many bytes runs off the event loop
 
 
@@ -143,14 +140,6 @@ def _edge_refusal(handler: str, err: int) -> GmemError:
 NAME_MAX = 255  # what statfs says, as tmpfs
 
 
-def _notify_poll(poll_handle) -> None:
-    """Wake a poll(2) of the trace file; a reader gone meanwhile (ENOENT or the like) is no error."""
-    try:
-        poll_handle.notify()
-    except OSError as error:
-        log.debug("trace file: poll notification failed: %s", error)
-
-
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
@@ -190,7 +179,7 @@ class GmemOperations(pyfuse3.Operations):
       so worker threads run on) before it sleeps: see pyfuse3 patch 0006.
     - Tracing: every decision emits an event to `self.trace` (gmemfs.trace) on the loop, after
       any worker thread it waited for, and only `if self.trace.readers:` (tracing off costs that
-      test). The trace file (TRACE_FILE, root's only) is read like trace_pipe; see _read_trace.
+      test). The trace file (TRACE_FILE, root's only) is read like trace_pipe; see trace_file.py.
     Known limits: a request is answered in the order the loop gets to it; a signal to the
     caller stops only threaded allocations (between 2 MiB chunks).
     """
@@ -217,9 +206,8 @@ class GmemOperations(pyfuse3.Operations):
         self.failures = RateLimitedLog(log, "failures")  # and of those that failed: a flood of one hides no other
         self._releases: trio.Nursery | None = None  # where large evicted files are freed (see serve)
         self._releasing: set[trio.Event] = set()  # those frees under way
-        self.trace = TraceChannel()  # the daemon's events, to every open of TRACE_FILE
-        self._trace_readers: dict[int, tuple[TraceReader, bool]] = {}  # fh: (reader, opened O_NONBLOCK)
-        self._trace_reads = 0  # trace reads waiting for an event (end_trace answers them)
+        self.trace_file = TraceFile()  # its readers: every open of TRACE_FILE
+        self.trace = self.trace_file.channel  # the daemon's events
 
     def init(self) -> None:
         self.initialized.set()
@@ -347,31 +335,12 @@ class GmemOperations(pyfuse3.Operations):
             self._releases = releases
             try:
                 async with trio.open_nursery() as watch:
-                    watch.start_soon(self._end_trace_with_the_session)
+                    watch.start_soon(self.trace_file.end_with_the_session)
                     await pyfuse3.main(busy_poll=busy_poll)
                     watch.cancel_scope.cancel()
             finally:
                 self._releases = None
                 self.trace.close()  # unmounted: any reader left reads to its end
-
-    async def _end_trace_with_the_session(self) -> None:
-        """A trace read waiting for an event holds one of pyfuse3's handler tasks, and main()
-        returns only once every handler has: when the connection ends (unmounted, or aborted
-        through /sys/fs/fuse/connections) while one waits, the stream must end too. The
-        session's /dev/fuse fd then polls POLLERR; it is looked at only while someone reads."""
-        fuse = session_device_fd()
-        if fuse is None:
-            return
-        poller = select.poll()
-        poller.register(fuse, 0)  # errors only: POLLERR, POLLHUP, POLLNVAL are always reported
-        try:
-            while True:
-                await trio.sleep(SESSION_CHECK_INTERVAL)
-                if self._trace_readers and poller.poll(0):
-                    self.trace.close()
-                    return
-        finally:
-            os.close(fuse)
 
     def release_all(self) -> None:
         """The end of the session evicts every file."""
@@ -613,7 +582,7 @@ class GmemOperations(pyfuse3.Operations):
         target = self._inode(inode)
         if target.gmem is None:
             if target is self.inodes.trace_file:
-                return self._open_trace(flags, ctx)
+                return self.trace_file.open(flags, ctx, functools.partial(self.inodes.open, target))
             raise FUSEError(errno.EISDIR)
         if flags & os.O_TRUNC and target.gmem.size:  # atomic O_TRUNC: the kernel would believe size 0
             raise GmemError(
@@ -636,7 +605,7 @@ class GmemOperations(pyfuse3.Operations):
         inode = self._handle(fh).inode
         if inode.gmem is None:
             if inode is self.inodes.trace_file:
-                return await self._read_trace(fh, size)
+                return await self.trace_file.read(fh, size)
             raise FUSEError(errno.EBADF)
         if inode.view_of:
             data = inode.gmem.read_for_guest(off, size)
@@ -672,59 +641,19 @@ class GmemOperations(pyfuse3.Operations):
 
     @_request("fh")
     async def release(self, fh):
-        trace = self._trace_readers.pop(fh, None)
-        if trace is not None:
-            trace[0].close()
+        self.trace_file.release(fh)
         inode = self._handle(fh).inode
         self._evict(self.inodes.release(fh), inode, "release")
 
-    # ---- the trace file ---------------------------------------------------------------
-
-    def _open_trace(self, flags: int, ctx) -> pyfuse3.FileInfo:
-        """Root's, read-only (root passes the kernel's check of mode 0400 for writing too): each open
-        is a reader of the events from now on. Direct I/O (no page cache: every read asks, and its
-        size 0 makes a private mapping's fault SIGBUS without asking), not seekable."""
-        if ctx.uid != 0 or flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
-            raise FUSEError(errno.EACCES)
-        if len(self._trace_readers) >= TRACE_READERS:
-            raise FUSEError(errno.EMFILE)
-        fh = self.inodes.open(self.inodes.trace_file)
-        self._trace_readers[fh] = (self.trace.subscribe(), bool(flags & os.O_NONBLOCK))
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
-
-    async def _read_trace(self, fh: int, size: int) -> bytes:
-        """Whole event lines, waiting (an awaited trio Event: the loop serves on) until there is
-        one, or the end (b""); EAGAIN at once for a reader opened O_NONBLOCK.
-
-        Known limit: a waiting read is answered only by an event or the daemon's end. The kernel
-        sends libfuse the caller's interrupt (FUSE_INTERRUPT), but pyfuse3 gives a READ handler
-        no RequestContext to see it in, and a signalled caller waits (uninterruptibly, once the
-        request reached the daemon) for the answer. poll(2) first, as `gmemfs trace` does."""
-        reader, nonblocking = self._trace_readers[fh]
-        if nonblocking and not reader.readable:
-            raise FUSEError(errno.EAGAIN)
-        if not reader.readable and self._trace_reads >= TRACE_READS_WAITING:
-            raise FUSEError(errno.EAGAIN)  # each waiting read holds one of pyfuse3's handler tasks
-        self._trace_reads += 1
-        try:
-            return await reader.read(size)
-        finally:
-            self._trace_reads -= 1
-
     @_request("fh")
     async def poll(self, inode, fh, poll_handle, ctx):
-        """The trace file is readable once its reader has a line (or at the end); a waiting poll is
-        notified then. gmem files, as the kernel's guest_memfd (no poll): always ready, never ENOSYS,
-        which would make the kernel stop asking for the whole mount, the trace file too."""
-        trace = self._trace_readers.get(fh)
-        if trace is None:
+        """The trace file's readers say when they are readable. gmem files, as the kernel's
+        guest_memfd (no poll): always ready, never ENOSYS, which would make the kernel stop
+        asking for the whole mount, the trace file too."""
+        events = self.trace_file.poll(fh, poll_handle)
+        if events is None:
             return select.POLLIN | select.POLLOUT | select.POLLRDNORM | select.POLLWRNORM
-        reader = trace[0]
-        if reader.readable:
-            return select.POLLIN | select.POLLRDNORM
-        if poll_handle is not None:
-            reader.wake_when_readable(functools.partial(_notify_poll, poll_handle))
-        return 0
+        return events
 
     async def end_trace(self) -> None:
         """The daemon is going: every trace reader reads what it has, then end of file; the loop
@@ -741,10 +670,7 @@ class GmemOperations(pyfuse3.Operations):
                     "page_size": gmem.page_size,
                 }
                 self._emit("evict", inode, args="at=session end", detail=detail)
-        self.trace.close()
-        with trio.move_on_after(1):  # a reader that polls reads only after its notification
-            while self._trace_reads or any(not reader.ended for reader, _ in self._trace_readers.values()):
-                await trio.sleep(0.001)
+        await self.trace_file.end()
 
     @_request("fh")
     async def fallocate(self, ino, fh, mode, offset, length, ctx):
