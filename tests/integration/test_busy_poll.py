@@ -34,4 +34,7 @@ def test_back_to_back_requests_find_the_daemon_awake(start_gmemfs):
 
 
 def test_busy_poll_0_sleeps_between_requests(start_gmemfs):
-    assert sleeps_per_request(start_gmemfs("-o", "busy_poll=0")) > 0.5  # measured: 0.96-1.0
+    """Without polling the daemon sleeps whenever no request waits. Back to back on two CPUs,
+    the caller's next request is sometimes queued already: measured 0.96-1.0 on a quiet machine,
+    0.48-0.50 in full-suite runs; the default's 0.003 is two orders of magnitude below."""
+    assert sleeps_per_request(start_gmemfs("-o", "busy_poll=0")) > 0.2
