@@ -231,6 +231,8 @@ class Tracing:
         try:
             return cls(run, run.open_daemon_stream(mount_path), daemon)
         except OSError as error:
+            if output is not sys.stderr:
+                output.close()
             raise RunError(f"the daemon's trace cannot be read: {error.strerror} (an older gmemfs?)") from None
 
     def close(self) -> None:
@@ -238,7 +240,8 @@ class Tracing:
         with contextlib.suppress(OSError):  # a daemon that is gone: ENOTCONN
             os.close(self.daemon_stream)
         if self.run.output is not sys.stderr:
-            self.run.output.close()
+            with contextlib.suppress(OSError):  # what a failed output still held is the trace's loss
+                self.run.output.close()
 
 
 async def _reap(program: ProgramProcesses) -> None:

@@ -189,7 +189,7 @@ class GuestMemfdSupervisor:
         """Exactly one answer per trapped call, whatever the handler does; with a trace, its event."""
         self.calls += 1
         started = time.monotonic()
-        words = call_words(notification, self.profile) if self.trace else ("", "")
+        words = self._traced_words(notification) if self.trace else ("", "")
         handler = self.private_mapping if notification.nr == SYS_MMAP else self.handlers.get(notification.request)
         if notification.nr != SYS_MMAP and notification.request in CREATIONS:
             try:
@@ -217,7 +217,18 @@ class GuestMemfdSupervisor:
             else:
                 self.listener.reply(notification, value=result)
         if self.trace and not (notification.nr == SYS_MMAP and result is KERNEL_RAN):  # every other file's mmap
-            self.trace(call_event(notification, words, result, failure, started, self.profile))
+            try:
+                self.trace(call_event(notification, words, result, failure, started, self.profile))
+            except Exception:  # the call is answered; a trace must never cost the run
+                log.exception("gmemfs run: tracing ioctl %#x failed", notification.request)
+
+    def _traced_words(self, notification: Notification) -> "tuple[str, str]":
+        """The call in words, before it is answered; whatever goes wrong, the call is answered."""
+        try:
+            return call_words(notification, self.profile)
+        except Exception:
+            log.exception("gmemfs run: decoding ioctl %#x for the trace failed", notification.request)
+            return f"{notification.request:#x}", "(not decoded)"
 
     def _install(self, notification: Notification, fd: int) -> "int | None":
         """The fd's number in the program, -errno, or None if the caller is gone."""

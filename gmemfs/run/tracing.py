@@ -153,6 +153,7 @@ class RunTrace:
         self.start = time.monotonic()
         self.files: set[int] | None = None  # None: every daemon event is the program's
         self.ended = trio.Event()  # the daemon's stream has ended
+        self.output_failed = False
 
     def emit(self, event: TraceEvent) -> None:
         self.merger.add(event)
@@ -200,10 +201,17 @@ class RunTrace:
         self.print(self.merger.drain())
 
     def print(self, events: "list[TraceEvent]") -> None:
+        """Write the program's events; once the output fails (a pipe whose reader left, a full
+        disk), the trace stops and the run goes on: PROGRAM must not pay for its trace."""
         lines = [self.line(event) for event in events if self.is_the_programs(event)]
-        if lines:
+        if not lines or self.output_failed:
+            return
+        try:
             self.output.write("".join(lines))
             self.output.flush()
+        except (OSError, ValueError) as error:  # ValueError: the file is closed
+            self.output_failed = True
+            print(f"gmemfs run: --trace stopped: {error}", file=sys.stderr)
 
     def line(self, event: TraceEvent) -> str:
         return (event.to_json() if self.json_lines else printable(event.text(self.start))) + "\n"

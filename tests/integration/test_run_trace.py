@@ -192,3 +192,18 @@ def test_kill_9_of_the_private_daemon_ends_the_trace_and_not_the_run(tmp_path):
     assert run.wait(timeout=30) == -signal.SIGKILL
     ended = TraceEvent.from_json((tmp_path / "trace").read_text().splitlines()[-1])
     assert ended.what == "daemon-ended" and ended.args.startswith("the daemon's trace ended")
+
+
+def test_a_trace_whose_reader_went_away_stops_and_the_program_runs_on(tmp_path):
+    """--trace=/dev/stdout into `head -1`: once head is gone the trace stops, and PROGRAM's
+    calls are still answered by gmemfs (a SIGBUS on a private page is gmemfs's alone)."""
+    output = tmp_path / "program.json"
+    program = ["sh", "-c", f"{' '.join(TRACED)} >{output}"]
+    run = " ".join([*GMEMFS, "run", "--trace=/dev/stdout", "-o", "abi=rfc-v2", "--", *map(repr, program)])
+    shown = subprocess.run(
+        ["bash", "-c", f'{run} | head -1; exit "${{PIPESTATUS[0]}}"'], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout.splitlines()) == 1 and " KVM_CREATE_VM " in shown.stdout, shown
+    answers = json.loads(output.read_text())
+    assert (answers["host_while_private"], answers["bad_fallocate"]) == ("SIGBUS", "EINVAL"), answers
