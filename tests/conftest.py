@@ -112,3 +112,13 @@ def sized_gmem(gmem_dir, page_size):
     fd = open_gmem(gmem_dir, size=2 * page_size)
     yield fd
     os.close(fd)
+
+
+@pytest.fixture
+def run_leaves_nothing(huge_pools):
+    """After a `gmemfs run` test: no daemon, mount, directory or 2 MiB reservation of a run is left."""
+    from support.run import leftovers
+
+    before = pool_counters(PAGE_2M)
+    yield
+    assert leftovers(before) == []

@@ -11,10 +11,9 @@ import subprocess
 import sys
 
 import pytest
-from support.kvm import why_no_kvm
 from support.pools import PAGE_2M
 from support.programs import kvm_client
-from support.run import gmemfs_run, leftovers, run_json
+from support.run import RUN_TESTS, gmemfs_run, run_json
 
 from gmemfs.base.hugepages import pool_counters
 from gmemfs.kernel.uapi import (
@@ -28,17 +27,10 @@ from gmemfs.kernel.uapi import (
     KVM_GUEST_MEMFD_HUGETLB,
 )
 
-pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
+pytestmark = RUN_TESTS
 
 KVM_EXIT_IO = 2
 KVM_EXIT_INTERNAL_ERROR = 17
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind(huge_pools):
-    before = pool_counters(PAGE_2M)
-    yield
-    assert leftovers(before) == []
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,10 @@ import time
 
 import pytest
 from support.commands import GMEMFS
-from support.kvm import why_no_kvm
 from support.mount import wait_until
 from support.pools import PAGE_2M
 from support.programs import kernel_selftest, kvm_client, selftest_source, static_program
-from support.run import gmemfs_processes, gmemfs_run, leftovers, run_json
+from support.run import RUN_TESTS, gmemfs_processes, gmemfs_run, run_json
 
 from gmemfs.base.hugepages import pool_counters
 from gmemfs.kernel.uapi import (
@@ -38,17 +37,10 @@ from gmemfs.kernel.uapi import (
     KVM_MEMORY_ATTRIBUTE_PRIVATE,
 )
 
-pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
+pytestmark = RUN_TESTS
 
 RFC_V1_HUGE_2M = KVM_GUEST_MEMFD_HUGETLB | KVM_GUEST_MEMFD_HUGE_2MB
 RFC_V2_HUGE_2M = GUEST_MEMFD_FLAG_HUGETLB_V2 | GUEST_MEMFD_FLAG_SUPPORT_SHARED | GUESTMEM_HUGETLB_FLAG_2MB
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind(huge_pools):
-    before = pool_counters(PAGE_2M)
-    yield
-    assert leftovers(before) == []
 
 
 # ---- the kernel's own selftest -------------------------------------------------------------

@@ -17,24 +17,16 @@ from functools import partial
 
 import pytest
 from support.commands import GMEMFS
-from support.kvm import KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES, why_no_kvm
+from support.kvm import KVM_CAP_GUEST_MEMFD_FLAGS, KVM_CAP_VM_TYPES
 from support.mount import wait_until
 from support.pools import PAGE_2M
 from support.programs import kvm_client, static_program
-from support.run import gmemfs_processes, gmemfs_run, leftovers, run_json
+from support.run import RUN_TESTS, gmemfs_processes, gmemfs_run, run_json
 from support.users import AS_NOBODY, gmemfs_for_anyone
 
-from gmemfs.base.hugepages import pool_counters
 from gmemfs.kernel.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUESTMEM_HUGETLB_FLAG_2MB
 
-pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind(huge_pools):
-    before = pool_counters(PAGE_2M)
-    yield
-    assert leftovers(before) == []
+pytestmark = RUN_TESTS
 
 
 # ---- signals ------------------------------------------------------------------------------------

@@ -7,30 +7,20 @@ import re
 import signal
 import subprocess
 
-import pytest
 from support.commands import GMEMFS
-from support.kvm import why_no_kvm
 from support.mount import wait_until
 from support.pools import PAGE_2M
 from support.programs import kernel_selftest, kvm_client
-from support.run import gmemfs_processes, gmemfs_run, leftovers
+from support.run import RUN_TESTS, gmemfs_processes, gmemfs_run
 
-from gmemfs.base.hugepages import pool_counters
 from gmemfs.kernel.uapi import GUEST_MEMFD_FLAG_HUGETLB_V2, GUEST_MEMFD_FLAG_SUPPORT_SHARED, GUESTMEM_HUGETLB_FLAG_2MB
 from gmemfs.trace.events import TraceEvent
 
-pytestmark = pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}")
+pytestmark = RUN_TESTS
 
 RFC_V2_HUGE_2M = GUEST_MEMFD_FLAG_HUGETLB_V2 | GUEST_MEMFD_FLAG_SUPPORT_SHARED | GUESTMEM_HUGETLB_FLAG_2MB
 TRACED = kvm_client("traced", RFC_V2_HUGE_2M, 2 * PAGE_2M)
 TEXT_LINE = re.compile(r"^ *\d+\.\d{6} (run   |daemon) \d+(/\d+)? \S+( .*)?$")
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind(huge_pools):
-    before = pool_counters(PAGE_2M)
-    yield
-    assert leftovers(before) == []
 
 
 def traced_run(tmp_path, *options: str, program: "list[str]") -> "tuple[dict | str, list[TraceEvent]]":

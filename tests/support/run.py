@@ -4,10 +4,19 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from gmemfs.base.hugepages import pool_counters
 from support.commands import GMEMFS
+from support.kvm import why_no_kvm
 from support.mount import wait_until
 from support.pools import PAGE_2M
+
+# Every gmemfs run test: skipped without KVM, and checked for leftovers afterwards.
+RUN_TESTS = [
+    pytest.mark.skipif(why_no_kvm() is not None, reason=f"gmemfs run needs KVM: {why_no_kvm()}"),
+    pytest.mark.usefixtures("run_leaves_nothing"),
+]
 
 
 def gmemfs_run(*options: str, program: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
