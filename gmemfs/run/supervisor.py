@@ -318,11 +318,9 @@ class GuestMemfdSupervisor:
 
     def create_guest_memfd(self, call: Notification):
         """kvm_gmem_create(): flags (and hugetlb-2025's page_order) first, then the size, then a file of this VM."""
-        if fd_target(call.pid, call.fd) != VM_FD:
+        vm = self._callers_vm(call)
+        if vm is None:
             return KERNEL
-        vm = self._vm(call)
-        if not self._in_vms_mm(vm, call):
-            return KERNEL  # EIO
         size, flags, page_order, *_reserved = struct.unpack(
             KVM_CREATE_GUEST_MEMFD_PAGE_ORDER_STRUCT, self._read(call, struct.calcsize(KVM_CREATE_GUEST_MEMFD_STRUCT))
         )
@@ -341,11 +339,9 @@ class GuestMemfdSupervisor:
         return InstallFd(fd)
 
     def set_memory_region(self, call: Notification):
-        if fd_target(call.pid, call.fd) != VM_FD:
+        vm = self._callers_vm(call)
+        if vm is None:
             return KERNEL
-        vm = self._vm(call)
-        if not self._in_vms_mm(vm, call):
-            return KERNEL  # EIO
         version = 2 if call.request == KVM_SET_USER_MEMORY_REGION2 else 1
         layout = KVM_USER_MEMORY_REGION2_STRUCT if version == 2 else KVM_USER_MEMORY_REGION_STRUCT
         try:
@@ -404,11 +400,9 @@ class GuestMemfdSupervisor:
     def set_memory_attributes(self, call: Notification):
         """kvm_vm_ioctl_set_mem_attributes(), then RFC v1's conversion of the bound file pages,
         then the emulated slots laid out anew."""
-        if fd_target(call.pid, call.fd) != VM_FD:
+        vm = self._callers_vm(call)
+        if vm is None:
             return KERNEL
-        vm = self._vm(call)
-        if not self._in_vms_mm(vm, call):
-            return KERNEL  # EIO
         if KVM_SET_MEMORY_ATTRIBUTES2 in self.profile.conversion_ioctls:  # v7 with kvm.vm_memory_attributes=0
             raise GmemError(
                 errno.ENOTTY, "KVM_SET_MEMORY_ATTRIBUTES: attributes live on the guest_memfd", function="kvm_vm_ioctl"
@@ -541,6 +535,14 @@ class GuestMemfdSupervisor:
 
     def _known_vm(self, call: Notification) -> "Vm | None":
         return next((vm for vm in self.vms if same_file(vm.fd, call.pid, call.fd)), None)
+
+    def _callers_vm(self, call: Notification) -> "Vm | None":
+        """The VM a VM ioctl is made on, or None where the kernel answers as it stands: the fd is
+        no VM's, or the caller is not in the VM's mm (kvm_vm_ioctl()'s EIO)."""
+        if fd_target(call.pid, call.fd) != VM_FD:
+            return None
+        vm = self._vm(call)
+        return vm if self._in_vms_mm(vm, call) else None
 
     def _vm(self, call: Notification) -> Vm:
         """The VM behind the call's fd; one we did not see created is taken as it comes."""
