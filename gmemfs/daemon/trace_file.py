@@ -34,6 +34,7 @@ class TraceFile:
         self.channel = TraceChannel()
         self._readers: dict[int, tuple[TraceReader, bool]] = {}  # fh: (reader, opened O_NONBLOCK)
         self._waiting = 0  # reads waiting for an event (end() answers them)
+        self._read = trio.Event()  # someone has the file open: the session is worth watching
 
     def open(self, flags: int, ctx, new_handle: "Callable[[], int]") -> pyfuse3.FileInfo:
         """Root's, read-only (root passes the kernel's check of mode 0400 for writing too): each open
@@ -46,6 +47,7 @@ class TraceFile:
             raise FUSEError(errno.EMFILE)
         fh = new_handle()
         self._readers[fh] = (self.channel.subscribe(), bool(flags & os.O_NONBLOCK))
+        self._read.set()
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
 
     async def read(self, fh: int, size: int) -> bytes:
@@ -84,6 +86,8 @@ class TraceFile:
         trace = self._readers.pop(fh, None)
         if trace is not None:
             trace[0].close()
+            if not self._readers:
+                self._read = trio.Event()
 
     async def end(self) -> None:
         """The daemon is going: every reader reads what it has, then end of file; this returns
@@ -106,6 +110,7 @@ class TraceFile:
         poller.register(fuse, 0)  # errors only: POLLERR, POLLHUP, POLLNVAL are always reported
         try:
             while True:
+                await self._read.wait()  # a daemon nobody traces never wakes for this
                 await trio.sleep(SESSION_CHECK_INTERVAL)
                 if self._readers and poller.poll(0):
                     self.channel.close()
