@@ -24,10 +24,14 @@ def _needs_root() -> None:
 
 @pytest.fixture(scope="session")
 def huge_pools():
-    """Reserve the suite's huge pages once; give every page back at the end."""
+    """Reserve the suite's huge pages once; give every page back at the end.
+
+    Yields the pools' counters while no test holds a page: what `shared_mounts_give_pages_back`
+    waits for before a test starts.
+    """
     _needs_root()
     with pool_of(PAGE_2M, POOL_PAGES[PAGE_2M]), pool_of(PAGE_1G, POOL_PAGES[PAGE_1G]):
-        yield POOL_PAGES
+        yield {size: pool_counters(size) for size in POOL_PAGES}
 
 
 def warnings_expected(request) -> bool:
@@ -81,26 +85,45 @@ def page_size(request) -> int:
     return request.param
 
 
-@pytest.fixture
-def gmem_dir(shared_mounts, page_size, request):
-    """A fresh directory on a mount whose new files use `page_size` pages.
+@pytest.fixture(autouse=True)
+def shared_mounts_give_pages_back(request):
+    """A test on the shared mounts leaves every huge page pool where it found it.
 
-    Afterwards every file is removed and every pool must be back where it was
-    (a file may choose other pages than the mount's): a test that leaks a
-    reservation fails here.
+    The last close of a file reaches the daemon as a background RELEASE, so its pages come
+    back a moment after the test's own teardown: wait for them here, after every other
+    fixture of the test has closed its files, or the next test would count them as its own.
     """
-    daemon = shared_mounts(page_size)
-    log_position = daemon.log_position()
-    before = {size: pool_counters(size) for size in POOL_PAGES}
-    directory = daemon.mountpoint / f"t-{uuid.uuid4().hex[:8]}"
-    directory.mkdir()
-    yield directory
-    shutil.rmtree(directory)
+    if "shared_mounts" not in request.fixturenames:
+        yield
+        return
+    idle = request.getfixturevalue("huge_pools")
+    before = {size: wait_for_counters(size, counters.reserved, counters.free) for size, counters in idle.items()}
+    held = {size: counters for size, counters in before.items() if counters != idle[size]}
+    if held:
+        expected = {size: idle[size] for size in held}
+        idle.update(held)  # said once: the tests after this one start from what is held
+        pytest.fail(f"an earlier test still holds huge pages: {held}, not {expected}", pytrace=False)
+    yield
     for size, counters in before.items():
         after = wait_for_counters(size, counters.reserved, counters.free)
         assert (after.reserved, after.free) == (counters.reserved, counters.free), (
             f"{PAGE_SIZES[size]} huge pages not given back: before {counters}, after {after}"
         )
+
+
+@pytest.fixture
+def gmem_dir(shared_mounts, page_size, request):
+    """A fresh directory on a mount whose new files use `page_size` pages.
+
+    Afterwards every file is removed (and `shared_mounts_give_pages_back` checks that
+    every pool is back where it was: a file may choose other pages than the mount's).
+    """
+    daemon = shared_mounts(page_size)
+    log_position = daemon.log_position()
+    directory = daemon.mountpoint / f"t-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    yield directory
+    shutil.rmtree(directory)
     assert daemon.complaints(log_position, warnings_expected(request)) == [], "the daemon complained"
 
 
