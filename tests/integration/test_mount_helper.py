@@ -148,3 +148,21 @@ def test_the_source_is_never_read_as_an_option(namespace, mountpoint, source):
     assert result.returncode == 0, result.stderr
     assert namespace.mount_type(mountpoint) == "fuse.gmemfs"
     assert "allow_other" not in namespace.mount_options(mountpoint)
+
+
+def test_mount_n_mounts_in_the_namespace_it_names(namespace, mountpoint):
+    """mount(8) runs a helper in its own namespace and passes `-N NS`: the helper enters NS itself."""
+    target = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "cat"], stdin=subprocess.PIPE)
+    target_ns = f"/proc/{target.pid}/ns/mnt"
+    try:
+        assert wait_until(lambda: os.readlink(target_ns) != os.readlink("/proc/self/ns/mnt"), 5)
+        result = namespace.run("mount", "-N", target_ns, "-t", "fuse.gmemfs", "gmemfs", str(mountpoint))
+        assert result.returncode == 0, result.stderr
+        assert dict((at, kind) for _, at, kind, _ in mounts(f"/proc/{target.pid}/mounts")).get(str(mountpoint)) == (
+            "fuse.gmemfs"
+        )
+        assert namespace.mount_type(mountpoint) is None, "mounted where mount(8) ran, not in -N's namespace"
+    finally:
+        subprocess.run(["umount", "-N", target_ns, str(mountpoint)], capture_output=True)
+        target.stdin.close()
+        target.wait(timeout=10)
