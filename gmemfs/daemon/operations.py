@@ -181,11 +181,12 @@ class GmemOperations(pyfuse3.Operations):
       any worker thread it waited for, and only `if self.trace.readers:` (tracing off costs that
       test). The trace file (TRACE_FILE, root's only) is read like trace_pipe; see trace_file.py.
     Known limits: a request is answered in the order the loop gets to it; a signal to the
-    caller stops only threaded allocations (between 2 MiB chunks).
+    caller stops only threaded allocations (between 2 MiB chunks) and waiting trace reads.
     """
 
     enable_writeback_cache = False
     handle_killpriv_v2 = True  # see rules.file_mode
+    read_takes_context = True  # a waiting read of the trace file must see its caller's signal
 
     def __init__(self, options: MountOptions, mountpoint: str, support: "HugePageSupport | None" = None) -> None:
         super().__init__()
@@ -272,6 +273,8 @@ class GmemOperations(pyfuse3.Operations):
                 inode = self.inodes.handle(value).inode
         except KeyError:
             pass
+        if name == "read" and inode is not None and inode is self.inodes.trace_file:
+            return  # a trace reader's EAGAIN or EINTR: its own flow, no decision about a file
         try:
             what, words, detail = refused_request(name, inode, args)
             detail.update(getattr(error, "trace_detail", {}))  # what a failure left done
@@ -598,14 +601,14 @@ class GmemOperations(pyfuse3.Operations):
         return self.inodes.open(inode, writable=writable)
 
     @_request("fh", quiet=True)
-    async def read(self, fh, off, size):
+    async def read(self, fh, off, size, ctx):
         """Page faults of shared pages (and of a guest view). read(2) never gets here: a mappable
         file's is refused in getattr, and the only READ of a file that cannot be mapped (direct
         I/O) is a read(2)."""
         inode = self._handle(fh).inode
         if inode.gmem is None:
             if inode is self.inodes.trace_file:
-                return await self.trace_file.read(fh, size)
+                return await self.trace_file.read(fh, size, ctx)
             raise FUSEError(errno.EBADF)
         if inode.view_of:
             data = inode.gmem.read_for_guest(off, size)

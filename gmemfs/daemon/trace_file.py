@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 TRACE_READERS = 32  # opens of the trace file at once (each keeps up to TraceChannel.capacity lines)
 TRACE_READS_WAITING = 8  # of pyfuse3's 99 handler tasks, at most these wait for trace events
 SESSION_CHECK_INTERVAL = 0.5  # seconds between looks at whether the FUSE connection has ended
+INTERRUPT_CHECK_INTERVAL = 0.05  # seconds between looks at whether a waiting read's caller got a signal
 END_WAIT = 1.0  # seconds a stopping daemon waits for its readers to read their end
 
 
@@ -50,14 +51,13 @@ class TraceFile:
         self._read.set()
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
 
-    async def read(self, fh: int, size: int) -> bytes:
+    async def read(self, fh: int, size: int, ctx) -> bytes:
         """Whole event lines, waiting (an awaited trio Event: the loop serves on) until there is
         one, or the end (b""); EAGAIN at once for a reader opened O_NONBLOCK.
 
-        Known limit: a waiting read is answered only by an event or the daemon's end. The kernel
-        sends libfuse the caller's interrupt (FUSE_INTERRUPT), but pyfuse3 gives a READ handler
-        no RequestContext to see it in, and a signalled caller waits (uninterruptibly, once the
-        request reached the daemon) for the answer. poll(2) first, as `gmemfs trace` does."""
+        A waiting read ends with EINTR when its caller gets a signal (^C on `cat`): the kernel
+        passes the signal on as FUSE_INTERRUPT and then waits for the answer, uninterruptibly
+        for a fatal signal, so without this a signalled reader would wait for the next event."""
         reader, nonblocking = self._readers[fh]
         if nonblocking and not reader.readable:
             raise FUSEError(errno.EAGAIN)
@@ -65,7 +65,11 @@ class TraceFile:
             raise FUSEError(errno.EAGAIN)  # each waiting read holds one of pyfuse3's handler tasks
         self._waiting += 1
         try:
-            return await reader.read(size)
+            while True:
+                with trio.move_on_after(INTERRUPT_CHECK_INTERVAL):
+                    return await reader.read(size)  # cancelled only while it waits: no line is lost
+                if ctx.interrupted:
+                    raise FUSEError(errno.EINTR)
         finally:
             self._waiting -= 1
 

@@ -149,7 +149,7 @@ def refused_request(name: str, inode: "Inode | None", args: tuple) -> "tuple[str
         _ino, _fh, mode, offset, length, _ctx = args
         return "fallocate", decode.fallocate_args(mode, offset, length), {}
     if name in ("read", "writepage", "write"):
-        _fh, offset, data = args
+        _fh, offset, data = args[:3]  # read's fourth is its RequestContext
         length = data if name == "read" else len(data)
         gmem = inode.gmem if inode is not None else None
         words = f"{'write back' if name == 'writepage' else name} range={decode.range_words(offset, length)}"
@@ -185,5 +185,5 @@ def refused_request(name: str, inode: "Inode | None", args: tuple) -> "tuple[str
 
 
 def request_context(args: tuple):
-    """The RequestContext among a handler's arguments (the last), or None (read, write, release)."""
+    """The RequestContext among a handler's arguments (the last), or None (write, release)."""
     return args[-1] if args and isinstance(args[-1], pyfuse3.RequestContext) else None

@@ -291,6 +291,69 @@ def test_root_can_only_read_it(start_gmemfs):
     assert os.statvfs(daemon.mountpoint).f_files - os.statvfs(daemon.mountpoint).f_ffree == 1
 
 
+def waiting_reader(path) -> subprocess.Popen:
+    """`cat` of the trace file, its read(2) waiting in the daemon (no event comes)."""
+    reader = subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL)
+    assert wait_for_wchan(reader.pid, "request_wait_answer"), "cat's read never reached the daemon"
+    return reader
+
+
+def wait_for_wchan(pid: int, function: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/wchan") as wchan:
+            if wchan.read() == function:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "term"])
+def test_a_waiting_read_ends_when_its_caller_is_signalled(start_gmemfs, sig):
+    """^C on `cat .gmemfs-trace` ends cat at once: the kernel waits for the answer to a READ that
+    reached the daemon (uninterruptibly, for a fatal signal), so the daemon must answer it."""
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    reader = waiting_reader(daemon.mountpoint / os.fsdecode(TRACE_FILE))
+    try:
+        reader.send_signal(sig)
+        assert reader.wait(timeout=2) == -sig
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            daemon.stop()  # answers the waiting read (its end): only then can cat die
+            reader.wait(timeout=10)
+
+
+def test_a_waiting_read_fails_with_eintr_for_a_caught_signal(start_gmemfs):
+    """A caller with a signal handler gets EINTR (libc's read, which Python's os.read would retry)."""
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    path = daemon.mountpoint / os.fsdecode(TRACE_FILE)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.read.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+    libc.read.restype = ctypes.c_ssize_t
+    fd = os.open(path, os.O_RDONLY)
+    results = []
+
+    def read() -> None:
+        buffer = ctypes.create_string_buffer(4096)
+        results.append(ctypes.get_errno() if libc.read(fd, buffer, 4096) < 0 else 0)
+
+    previous = signal.signal(signal.SIGUSR1, lambda *_: None)
+    caller = threading.Thread(target=read)
+    try:
+        caller.start()
+        assert wait_for_wchan(caller.native_id, "request_wait_answer")
+        signal.pthread_kill(caller.ident, signal.SIGUSR1)
+        caller.join(2)
+        assert results == [errno.EINTR]
+    finally:
+        if caller.is_alive():
+            os.close(open_gmem(daemon.mountpoint, "an-event"))  # the event answers the read
+            caller.join(10)
+        signal.signal(signal.SIGUSR1, previous)
+        os.close(fd)
+
+
 def test_a_blocking_read_waits_for_the_next_event(start_gmemfs):
     """Without O_NONBLOCK a read waits (the loop serves on meanwhile) and returns whole lines."""
     daemon = start_gmemfs("-o", "pagesize=2M")
