@@ -303,7 +303,7 @@ class GmemOperations(pyfuse3.Operations):
         # A mappable file's attributes are never cached: then every read(2) asks for them
         # first (auto_inval_data), naming its file handle, and getattr can refuse it.
         entry.attr_timeout = 0 if gmem and _in_page_cache(gmem) else self.options.cache_timeout
-        if inode.ino == TRACE_INO:  # looked up again at every path walk: only root's lookup finds it
+        if inode.ino == TRACE_INO or inode.view_of:  # looked up at every path walk: only root's finds it
             entry.entry_timeout = entry.attr_timeout = 0
         return entry
 

@@ -7,6 +7,7 @@ from support.commands import as_nobody, assert_one_line_error, run_gmemfs
 from support.files import open_gmem
 
 from gmemfs import create_guest_memfd
+from gmemfs.kernel.uapi import GUEST_VIEW_PREFIX
 
 
 def test_without_allow_other_no_other_user_reaches_the_mount(start_gmemfs):
@@ -62,3 +63,17 @@ def test_guest_memfds_from_the_library_are_0600(start_gmemfs):
 def test_non_root_cannot_grow_pools_through_sysfs_either():
     result = as_nobody("sh", "-c", "echo 1 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
     assert result.returncode != 0 and "Permission denied" in result.stderr
+
+
+def test_a_guest_view_is_found_by_root_only_even_right_after_root_did(start_gmemfs):
+    """A file's guest view (gmemfs run's window on its private pages) answers root's lookup only:
+    the dentry that lookup leaves in the kernel's cache must not show the name to anyone else."""
+    daemon = start_gmemfs("-o", "allow_other,mode=1777")
+    fd = open_gmem(daemon.mountpoint, "vm", size=4096)
+    try:
+        view = daemon.mountpoint / f"{os.fsdecode(GUEST_VIEW_PREFIX)}{os.fstat(fd).st_ino}"
+        assert os.stat(view).st_uid == 0  # root: looked up, and the cache may keep it
+        stat = as_nobody("stat", "-c", "%i", str(view))
+        assert stat.returncode != 0 and "No such file" in stat.stderr, stat.stdout
+    finally:
+        os.close(fd)
