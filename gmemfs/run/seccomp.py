@@ -3,15 +3,17 @@
 The filter traps only ioctl(2) calls whose request number is in a short list;
 every other syscall runs natively (the filter costs it a few BPF instructions).
 A trapped call waits until the supervisor answers: a result, an errno, an fd
-installed as the result (ADDFD with SEND), or "continue" into the kernel.
+installed (ADDFD) and returned as the result, or "continue" into the kernel.
 Numbers from linux/seccomp.h, linux/filter.h and linux/audit.h (x86-64).
 """
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import os
 import select
+import signal
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,7 +52,6 @@ SECCOMP_IOCTL_NOTIF_ADDFD = 0x40182103
 SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
-SECCOMP_ADDFD_FLAG_SEND = 1 << 1
 
 _NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, then seccomp_data: 80 bytes
 _RESP = struct.Struct("=QqiI")  # id, val, error, flags: 24 bytes
@@ -176,6 +177,18 @@ class Notification:
 ERESTARTNOINTR = 513  # the kernel's "restart this call", never seen by the program
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Signals to us wait while an ADDFD waits for the trapped thread to take the fd: one that
+    interrupted the wait would take the fd back and make the ioctl fail with EINTR, an errno
+    the program's call never has (SIGSTOP, which cannot be held, restarts it harmlessly)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class Listener:
     """The supervisor's end: receive trapped calls and answer each exactly once.
 
@@ -236,16 +249,21 @@ class Listener:
         """The call goes to the kernel as the program made it (or as we rewrote its memory)."""
         self._send(_RESP.pack(notification.id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE))
 
-    def add_fd(self, notification: Notification, fd: int) -> int:
-        """Install a copy of our fd in the trapped program, close-on-exec; its number there.
-        The call stays trapped (no SEND)."""
-        request = bytearray(_ADDFD.pack(notification.id, 0, fd, 0, os.O_CLOEXEC))
-        return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
+    def add_fd(self, notification: Notification, fd: int, fd_flags: int = os.O_CLOEXEC) -> int:
+        """Install a copy of our fd in the trapped program (close-on-exec unless fd_flags say
+        otherwise); its number there. The call stays trapped (no SEND)."""
+        request = bytearray(_ADDFD.pack(notification.id, 0, fd, 0, fd_flags))
+        with _signals_held():
+            return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
 
     def reply_with_fd(self, notification: Notification, fd: int) -> int:
-        """Install a copy of our fd in the program (no close-on-exec) as the call's result."""
-        request = bytearray(_ADDFD.pack(notification.id, SECCOMP_ADDFD_FLAG_SEND, fd, 0, 0))
-        return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
+        """Install a copy of our fd in the program (no close-on-exec) and answer the call with its
+        number. Two steps, not ADDFD's SEND: seccomp_notify_addfd() marks a SEND's call answered
+        before it waits, so a SEND that a stop signal interrupts (and restarts) leaves the
+        program's call returning 0 and ours EINPROGRESS."""
+        theirs = self.add_fd(notification, fd, fd_flags=0)
+        self.reply(notification, value=theirs)
+        return theirs
 
     def _send(self, response: bytes) -> None:
         try:

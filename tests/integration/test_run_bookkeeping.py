@@ -6,6 +6,7 @@ the program may not read or write, VMs and files the program closed, children th
 the first process, /dev/kvm through another node, and how a run fails or is killed.
 """
 
+import contextlib
 import json
 import os
 import resource
@@ -13,6 +14,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 from functools import partial
 
 import pytest
@@ -46,6 +48,41 @@ def test_a_timer_signal_during_memslot_calls_changes_no_answer():
     failed, _first_errno, signals = result.stdout.split()
     assert failed == "failed=0", result.stdout
     assert int(signals.split("=")[1]) > 100, "the timer fired during the calls"
+
+
+@pytest.mark.parametrize(
+    "signals", [(signal.SIGUSR1,), (signal.SIGSTOP, signal.SIGCONT)], ids=["forwarded", "stop_and_continue"]
+)
+def test_signals_to_gmemfs_run_while_it_installs_fds_change_no_creation(signals, run_leaves_nothing):
+    """Before: a signal to `gmemfs run` while its ADDFD with SEND waited for the program's
+    thread made that KVM_CREATE_GUEST_MEMFD return 0 (the kernel had marked the call answered)
+    and the supervisor die on EINPROGRESS, so every later call failed; a forwarded signal
+    that came after PROGRAM's end killed `gmemfs run` itself (status -SIGUSR1, not PROGRAM's)."""
+    command = [*GMEMFS, "run", "-o", "abi=upstream", "--", str(static_program("creation_signals")), "2000"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline() == "ready\n"
+    done = threading.Event()
+
+    def send() -> None:
+        while not done.wait(0.001):
+            for signum in signals:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(run.pid, signum)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        output, errors = run.communicate(timeout=120)
+    finally:
+        done.set()
+        sender.join()
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, errors
+    assert output.split()[:3] == ["bad=0", "first_bad=0", "errors=0"], output
+    if signals == (signal.SIGUSR1,):
+        assert int(output.split()[3].split("=")[1]) > 100, "the signals came during the creations"
 
 
 # ---- slots: what KVM did, not what was asked ----------------------------------------------------
