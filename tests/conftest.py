@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import uuid
 
 import pytest
@@ -83,6 +84,16 @@ def shared_mounts(huge_pools):
 @pytest.fixture(params=list(PAGE_SIZES), ids=list(PAGE_SIZES.values()))
 def page_size(request) -> int:
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def signal_mask_kept():
+    """No test leaves signals blocked: every process the suite starts later would inherit the
+    mask (a daemon deaf to SIGTERM, a `cat` that ^C cannot end)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    yield
+    after = signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    assert after == before, f"the test left the signal mask {sorted(after)}, not {sorted(before)}"
 
 
 @pytest.fixture(autouse=True)

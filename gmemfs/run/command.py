@@ -256,14 +256,14 @@ async def _reap(program: ProgramProcesses) -> None:
 
 async def _forward_signals(program: ProgramProcesses) -> None:
     with trio.open_signal_receiver(*FORWARDED_SIGNALS) as signals:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # held back since before PROGRAM started
+        held = signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # since before PROGRAM started
         try:
             async for signum in signals:
                 for pid in program.signal_targets():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signum)
         finally:  # held back again before trio gives back their default (death): the run ends as PROGRAM did
-            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def exit_like(status: int) -> int:

@@ -66,9 +66,11 @@ def test_waiting_trace_readers_do_not_stop_the_mount_serving_others(start_gmemfs
         assert answers(daemon.mountpoint / "vm"), "the mount stopped answering while trace reads wait"
     finally:
         daemon.process.terminate()  # end_trace answers the waiting reads
-        daemon.process.wait(timeout=20)
-        readers.kill()
-        readers.wait(timeout=20)
+        try:
+            daemon.process.wait(timeout=20)
+        finally:
+            readers.kill()
+            readers.wait(timeout=20)
 
 
 def fuse_abort(mountpoint) -> None:
