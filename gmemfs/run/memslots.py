@@ -80,7 +80,7 @@ class GmemFile:
 NOT_OPEN = None  # the fd a slot names is not open: EBADF
 
 
-# The kernel's functions that refuse (virt/kvm/kvm_main.c and guest_memfd.c; RFC v2 for kvm_gmem_is_same_range).
+# The kernel's functions that refuse (virt/kvm/kvm_main.c and guest_memfd.c).
 VM_IOCTL = "kvm_vm_ioctl"
 SET_REGION = "kvm_vm_ioctl_set_memory_region"
 CHECK_FLAGS = "check_memory_region_flags"
@@ -228,10 +228,11 @@ class Memslots:
             raise _refuse(
                 f"guest_memfd range {binding.offset:#x}+{binding.size:#x} passes its size {gmem.size:#x}", BIND
             )
-        if not gmem.maps_its_range:  # RFC v2's kvm_gmem_is_same_range()
+        if not gmem.maps_its_range:  # RFC v2 (mmap v9 08/17): kvm_gmem_bind() asks kvm_gmem_is_same_range()
             raise _refuse(
-                f"userspace_addr {region.userspace_addr:#x} does not map the file at {binding.offset:#x}",
-                "kvm_gmem_is_same_range",
+                f"userspace_addr {region.userspace_addr:#x} does not map the file at {binding.offset:#x}"
+                " (kvm_gmem_is_same_range)",
+                BIND,
             )
         if any(slot.binding and slot.binding.overlaps(binding) for slot in self.slots.values()):
             raise _refuse(

@@ -102,6 +102,9 @@ KVM_DEVICE = "/dev/kvm"
 KVM_DEVICE_NUMBER = os.makedev(10, 232)  # misc device "kvm", whatever node or path reaches it
 LOFF_MAX = (1 << 63) - 1
 EMULATED_VM_TYPES = (KVM_X86_SW_PROTECTED_VM,)
+# RFC v1 29/39: kvm_vm_set_mem_attributes() -> kvm_gmem_should_set_attributes() finds a page
+# folio_mapped() or folio_maybe_dma_pinned() (kvm_gmem_no_mappings_range()) and refuses.
+PRIVATE_WHILE_MAPPED = "kvm_gmem_should_set_attributes_private"
 CREATIONS = frozenset({KVM_CREATE_VM, KVM_CREATE_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION, KVM_SET_USER_MEMORY_REGION2})
 
 
@@ -441,7 +444,7 @@ class GuestMemfdSupervisor:
                     raise GmemError(
                         errno.EINVAL,
                         f"memory attributes: the host still maps a page of inode {ino}",
-                        function="kvm_vm_set_mem_attributes",
+                        function=PRIVATE_WHILE_MAPPED,
                     )
         convert = convert_private if to_private else convert_shared
         for ino, offset, length in bound:
@@ -451,7 +454,7 @@ class GuestMemfdSupervisor:
                 raise GmemError(
                     errno.EINVAL,
                     "memory attributes: a page is still in use by the host",
-                    function="kvm_vm_set_mem_attributes",
+                    function=PRIVATE_WHILE_MAPPED,
                 ) from None
             if self.profile.clears_on_conversion:
                 _prepare_anew(vm.bound_files[ino], offset, offset + length)

@@ -60,6 +60,9 @@ def attributes2(size=2 * MiB, flags=0):
     [
         (lambda: file_geometry(1 << 40, 0, RFC_V1, SIZES, 2 * MiB), errno.EINVAL, "kvm_gmem_create"),
         (lambda: file_geometry(1 << 1, 0, RFC_V2, SIZES, 2 * MiB), errno.EINVAL, "kvm_gmem_create"),
+        # a huge page size the machine lacks (16 MiB): RFC v1 never checks it, RFC v2 does
+        (lambda: file_geometry(1 << 1 | 24 << 26, 0, RFC_V1, SIZES, 2 * MiB), errno.EINVAL, "kvm_gmem_hugetlb_setup"),
+        (lambda: file_geometry(1 << 2 | 24 << 58, 0, RFC_V2, SIZES, 2 * MiB), errno.EINVAL, "guestmem_hugetlb_setup"),
         (
             lambda: file_geometry(GUEST_MEMFD_FLAG_HUGETLB | GUEST_MEMFD_FLAG_INIT_SHARED, 9, HUGETLB_2025, SIZES, 0),
             errno.EINVAL,
