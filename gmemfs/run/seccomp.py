@@ -177,16 +177,24 @@ class Notification:
 ERESTARTNOINTR = 513  # the kernel's "restart this call", never seen by the program
 
 
+_SigSet = ctypes.c_ulong * (1024 // (8 * ctypes.sizeof(ctypes.c_ulong)))  # glibc's sigset_t
+_EVERY_SIGNAL = _SigSet()
+libc.sigfillset(_EVERY_SIGNAL)
+
+
 @contextlib.contextmanager
 def _signals_held():
     """Signals to us wait while an ADDFD waits for the trapped thread to take the fd: one that
     interrupted the wait would take the fd back and make the ioctl fail with EINTR, an errno
-    the program's call never has (SIGSTOP, which cannot be held, restarts it harmlessly)."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    the program's call never has (SIGSTOP, which cannot be held, restarts it harmlessly).
+    libc's pthread_sigmask, not signal's: that one turns each of 64 signals into an enum, a
+    hundred times the cost of the call (190 us against 1.2 us the pair, here)."""
+    held = _SigSet()
+    libc.pthread_sigmask(signal.SIG_BLOCK, _EVERY_SIGNAL, held)  # fails only for a bad `how`
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        libc.pthread_sigmask(signal.SIG_SETMASK, held, None)
 
 
 class Listener:
