@@ -324,6 +324,40 @@ def test_a_waiting_read_ends_when_its_caller_is_signalled(start_gmemfs, sig):
             reader.wait(timeout=10)
 
 
+def test_a_waiting_read_outlives_a_stop_and_continue(start_gmemfs):
+    """^Z then fg (or strace -p's SIGSTOP) must not fail a waiting read of the trace file: the stop
+    makes the kernel send FUSE_INTERRUPT too, and an EINTR answer is what read(2) returns once
+    the reader continues (coreutils' cat retries EINTR; a plain read loop does not). Before
+    read_takes_context the read just went on waiting."""
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    once = (  # one read(2), as a C program that does not retry EINTR makes it
+        "import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); fd = os.open(sys.argv[1], os.O_RDONLY);"
+        "n = libc.read(fd, ctypes.create_string_buffer(4096), 4096); sys.exit(ctypes.get_errno() if n < 0 else 0)"
+    )
+    path = daemon.mountpoint / os.fsdecode(TRACE_FILE)
+    reader = subprocess.Popen([sys.executable, "-c", once, str(path)])
+    assert wait_for_wchan(reader.pid, "request_wait_answer"), "the read never reached the daemon"
+    try:
+        reader.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # the interrupt reaches the daemon (checked every 50 ms)
+        reader.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        assert reader.poll() is None, f"the read ended (errno {reader.returncode}) after a stop and continue"
+    finally:
+        reader.kill()
+        if not wait_for_exit(reader, 2):
+            daemon.stop()
+            reader.wait(timeout=10)
+
+
+def wait_for_exit(process, timeout: float) -> bool:
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 def test_a_waiting_read_fails_with_eintr_for_a_caught_signal(start_gmemfs):
     """A caller with a signal handler gets EINTR (libc's read, which Python's os.read would retry)."""
     daemon = start_gmemfs("-o", "pagesize=2M")
