@@ -166,3 +166,38 @@ def test_mount_n_mounts_in_the_namespace_it_names(namespace, mountpoint):
         subprocess.run(["umount", "-N", target_ns, str(mountpoint)], capture_output=True)
         target.stdin.close()
         target.wait(timeout=10)
+
+
+# A namespace (a container's, say) whose files differ from the host's at gmemfs's path.
+PLANTED = """
+set -e
+mount --bind "$1" "$2"
+echo planted
+exec cat
+"""
+
+
+def test_mount_n_runs_the_gmemfs_it_checked_not_the_namespace_s(namespace, mountpoint, tmp_path):
+    """The helper checks $here/../.venv/bin/gmemfs in mount(8)'s namespace, then `nsenter
+    --mount=NS` looks the path up again in NS: whatever NS has there runs as root with every
+    capability of the host (only the mount namespace changes)."""
+    marker = tmp_path / "ran"
+    fake = tmp_path / "gmemfs"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    gmemfs = os.path.realpath(REPO / ".venv" / "bin" / "gmemfs")
+    target = subprocess.Popen(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", PLANTED, "sh", str(fake), gmemfs],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    target_ns = f"/proc/{target.pid}/ns/mnt"
+    try:
+        assert target.stdout.readline() == "planted\n"
+        namespace.run("mount", "-N", target_ns, "-t", "fuse.gmemfs", "gmemfs", str(mountpoint))
+        assert not marker.exists(), "NS's own file at gmemfs's path ran as root"
+    finally:
+        subprocess.run(["umount", "-N", target_ns, str(mountpoint)], capture_output=True)
+        target.stdin.close()
+        target.wait(timeout=10)
