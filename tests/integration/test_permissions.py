@@ -77,3 +77,21 @@ def test_a_guest_view_is_found_by_root_only_even_right_after_root_did(start_gmem
         assert stat.returncode != 0 and "No such file" in stat.stderr, stat.stdout
     finally:
         os.close(fd)
+
+
+def test_a_user_s_file_named_like_a_guest_view_is_not_what_root_opens(start_gmemfs):
+    """Anyone may create `.gmemfs-guest-view-<ino>` in a mode=1777 root: their lookup leaves that
+    dentry cached (cache_timeout), and root's path walk (gmemfs run opening the view it maps as
+    the guest's private memory) then reaches the user's file, not the daemon's guest view."""
+    daemon = start_gmemfs("-o", "allow_other,mode=1777")
+    fd = open_gmem(daemon.mountpoint, "vm", size=4096)
+    try:
+        view = daemon.mountpoint / f"{os.fsdecode(GUEST_VIEW_PREFIX)}{os.fstat(fd).st_ino}"
+        made = as_nobody("touch", str(view))
+        view_fd = os.open(view, os.O_RDWR)  # as _open_guest_view does
+        try:
+            assert os.fstat(view_fd).st_uid == 0, f"root opened nobody's file (touch: {made.returncode})"
+        finally:
+            os.close(view_fd)
+    finally:
+        os.close(fd)
