@@ -88,6 +88,7 @@ def test_a_signal_between_addfd_and_the_reply_leaves_no_fd_behind(wait):
         listener.close()
     finally:
         os.close(source)
+        ours.close()
         if program.poll() is None:
             program.kill()
             program.wait()
