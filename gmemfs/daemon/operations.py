@@ -140,6 +140,13 @@ def _edge_refusal(handler: str, err: int) -> GmemError:
 NAME_MAX = 255  # what statfs says, as tmpfs
 
 
+def _reserved(parent: int, name: bytes) -> bool:
+    """Names in the root that only root's lookup finds (the trace file, guest views), for everyone:
+    a file of a user's under such a name would be what root's path walk reaches while that
+    user's lookup of it stays in the kernel's cache."""
+    return parent == ROOT_INO and (name == TRACE_FILE or name.startswith(GUEST_VIEW_PREFIX))
+
+
 def _check_name(name: bytes) -> None:
     if len(name) > NAME_MAX:
         raise FUSEError(errno.ENAMETOOLONG)
@@ -323,7 +330,7 @@ class GmemOperations(pyfuse3.Operations):
         _check_name(name)
         if name in directory.entries:
             raise FUSEError(errno.EEXIST)
-        if parent == ROOT_INO and name == TRACE_FILE:  # reserved for root's trace file, for everyone
+        if _reserved(parent, name):
             raise FUSEError(errno.EPERM)
         return directory
 
@@ -483,7 +490,7 @@ class GmemOperations(pyfuse3.Operations):
     @_request("ino")
     async def unlink(self, parent_inode, name, ctx):
         directory = self._directory(parent_inode)
-        if parent_inode == ROOT_INO and name == TRACE_FILE:  # only root's lookup finds it
+        if _reserved(parent_inode, name):
             raise FUSEError(errno.EPERM)
         if name not in directory.entries:
             raise FUSEError(errno.ENOENT)
@@ -508,7 +515,7 @@ class GmemOperations(pyfuse3.Operations):
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         old_directory = self._directory(parent_inode_old)
         new_directory = self._directory(parent_inode_new)
-        if (ROOT_INO, TRACE_FILE) in ((parent_inode_old, name_old), (parent_inode_new, name_new)):
+        if _reserved(parent_inode_old, name_old) or _reserved(parent_inode_new, name_new):
             raise FUSEError(errno.EPERM)
         if name_old not in old_directory.entries:
             raise FUSEError(errno.ENOENT)

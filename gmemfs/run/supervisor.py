@@ -495,9 +495,14 @@ class GuestMemfdSupervisor:
         return vm.private or not region.userspace_addr
 
     def _open_guest_view(self, ino: int) -> int:
-        return os.open(
-            os.path.join(self.mount_path, os.fsdecode(GUEST_VIEW_PREFIX) + str(ino)), os.O_RDWR | os.O_CLOEXEC
-        )
+        """The file's guest view, checked to be the daemon's (root's 0600 regular file on our mount)."""
+        path = os.path.join(self.mount_path, os.fsdecode(GUEST_VIEW_PREFIX) + str(ino))
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        status = os.fstat(fd)
+        if (status.st_uid, status.st_mode, status.st_dev) != (0, stat.S_IFREG | 0o600, self.mount_device):
+            os.close(fd)
+            raise OSError(errno.EACCES, f"{path} is not the daemon's guest view")
+        return fd
 
     def private_mapping(self, call: Notification):
         """kvm_gmem_mmap(): a file without MMAP is ENODEV, a mapping that is not shared EINVAL.
