@@ -16,6 +16,7 @@ import trio
 
 from .base.hugepages import HugePageSupport, pool_counters
 from .base.mounts import is_mounted, mount_device
+from .base.namespaces import enter_mount_namespace
 from .base.units import format_size
 from .commands.dispatch import COMMANDS, run_command
 from .daemon.operations import GmemOperations
@@ -60,6 +61,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging (implies -f)")
     parser.add_argument("--private-for", type=int, metavar="PID", help=argparse.SUPPRESS)  # gmemfs run's daemon
+    parser.add_argument(
+        "--mount-namespace",
+        metavar="NS",
+        help="mount in the mount namespace NS (/proc/PID/ns/mnt); mount.fuse.gmemfs passes mount -N's",
+    )
     return parser.parse_args(argv)
 
 
@@ -188,8 +194,20 @@ async def _stop_on_signal(operations: GmemOperations, scope: trio.CancelScope) -
             return
 
 
-def mount(mountpoint: str, options: MountOptions, foreground: bool, private_for: "int | None" = None) -> None:
-    """Mount and serve until unmounted; private_for: in a mount namespace of our own, for that process."""
+def mount(
+    mountpoint: str,
+    options: MountOptions,
+    foreground: bool,
+    private_for: "int | None" = None,
+    namespace: "str | None" = None,
+) -> None:
+    """Mount and serve until unmounted; private_for: in a mount namespace of our own, for that
+    process; namespace: in that mount namespace (mount -N)."""
+    if namespace:
+        try:
+            enter_mount_namespace(namespace)
+        except OSError as error:
+            raise UsageError(f"--mount-namespace={namespace}: {error.strerror}") from None
     if private_for:
         try:
             enter_private_mount_namespace(private_for)
@@ -232,7 +250,7 @@ def main(argv: "list[str] | None" = None) -> int:
     try:
         options = parse_mount_options(args.options)
         options.debug = options.debug or args.debug
-        mount(os.path.abspath(args.paths[-1]), options, foreground, args.private_for)
+        mount(os.path.abspath(args.paths[-1]), options, foreground, args.private_for, args.mount_namespace)
     except (OptionError, UsageError) as error:
         print(f"gmemfs: {error}", file=sys.stderr)
         return 1

@@ -1,5 +1,5 @@
 """Plumbing that knows nothing of guest_memfd: libc calls, sizes, byte-range sets, the mount
-table, the process tree, the machine's hugetlb pools, rate-limited logs, names as a terminal
+table, entering a mount namespace, the process tree, the machine's hugetlb pools, rate-limited logs, names as a terminal
 shows them, a directory walk.
 
 Owns: nothing stateful. May import: the standard library only, never another part of gmemfs.

@@ -16,8 +16,8 @@ import stat
 import tempfile
 
 from ..base.libc import check, libc
+from ..base.namespaces import CLONE_NEWNS
 
-CLONE_NEWNS = 0x00020000
 CAP_SYS_ADMIN = 21
 MOUNTPOINT_NAME = "gmemfs-run"
 MS_REC = 0x4000
