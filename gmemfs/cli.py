@@ -203,17 +203,17 @@ def mount(
 ) -> None:
     """Mount and serve until unmounted; private_for: in a mount namespace of our own, for that
     process; namespace: in that mount namespace (mount -N)."""
-    if namespace:
-        try:
-            enter_mount_namespace(namespace)
-        except OSError as error:
-            raise UsageError(f"--mount-namespace={namespace}: {error.strerror}") from None
     if private_for:
         try:
             enter_private_mount_namespace(private_for)
         except OSError as error:
             raise UsageError(f"no mount namespace of our own: {error.strerror}") from None
     support = HugePageSupport.probe()
+    if namespace:  # late: every module is loaded by now, and none is read from NS's files
+        try:
+            enter_mount_namespace(namespace)
+        except OSError as error:
+            raise UsageError(f"--mount-namespace={namespace}: {error.strerror}") from None
     check_machine(mountpoint, options, support)
     allow_one_fd_per_file()
     operations = GmemOperations(options, mountpoint, support)
