@@ -134,11 +134,11 @@ def start_program(program: list[str], abi: str, **popen_options) -> tuple[subpro
     with ours, theirs:
         process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), **popen_options)
         theirs.close()
-        _, fds, _, _ = socket.recv_fds(ours, 64, 1)
+        waits, fds, _, _ = socket.recv_fds(ours, 64, 1)
     if not fds:
         process.wait()
         raise RunError("the seccomp filter could not be installed (is gmemfs run inside another supervisor?)")
-    return process, Listener(fds[0], cookie)
+    return process, Listener(fds[0], cookie, killable=waits == b"killable")
 
 
 class ProgramProcesses:

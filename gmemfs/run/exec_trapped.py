@@ -44,12 +44,12 @@ def trapped_requests(profile: AbiProfile) -> list[int]:
 def main(argv: list[str]) -> int:
     socket_fd, abi, cookie, program = int(argv[0]), argv[1], int(argv[2]), argv[3:]
     try:
-        listener = install_filter(ioctl_filter(trapped_requests(ABI_PROFILES[abi]), cookie))
+        listener, killable = install_filter(ioctl_filter(trapped_requests(ABI_PROFILES[abi]), cookie))
     except OSError as error:  # EBUSY: already under a seccomp notifier (gmemfs run in gmemfs run)
         print(f"gmemfs run: {error.strerror}", file=sys.stderr)
         return EXEC_FAILED
     with socket.socket(fileno=socket_fd) as channel:
-        socket.send_fds(channel, [b"listener"], [listener])
+        socket.send_fds(channel, [b"killable" if killable else b"interruptible"], [listener])
     os.close(listener)
     for signum in TERMINAL_SIGNALS:  # PROGRAM starts with the signal state of a fresh process
         signal.signal(signum, signal.SIG_DFL)

@@ -52,6 +52,7 @@ SECCOMP_IOCTL_NOTIF_ADDFD = 0x40182103
 SECCOMP_IOCTL_NOTIF_SET_FLAGS = 0x40082104
 SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP = 1
 SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
+SECCOMP_ADDFD_FLAG_SEND = 1 << 1
 
 _NOTIF = struct.Struct("=QII iIQ6Q")  # id, pid, flags, then seccomp_data: 80 bytes
 _RESP = struct.Struct("=QqiI")  # id, val, error, flags: 24 bytes
@@ -133,9 +134,10 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def install_filter(program: bytes) -> int:
-    """Install the filter on this process (inherited by its threads, children and exec) and
-    return the listener fd. Sets no_new_privs, which seccomp requires of non-root callers.
+def install_filter(program: bytes) -> "tuple[int, bool]":
+    """Install the filter on this process (inherited by its threads, children and exec); the
+    listener fd, and whether its waits are killable only (a Listener needs to know). Sets
+    no_new_privs, which seccomp requires of non-root callers.
 
     WAIT_KILLABLE_RECV: once the supervisor has received a trapped call, only a fatal signal
     takes it away, as from a KVM ioctl, which no signal interrupts. Without it, a signal
@@ -149,7 +151,8 @@ def install_filter(program: bytes) -> int:
     if listener < 0 and ctypes.get_errno() == errno.EINVAL:  # before 5.19: interruptible to the end
         flags &= ~SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
         listener = libc.syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
-    return check(listener, "seccomp(SET_MODE_FILTER, NEW_LISTENER)")
+    check(listener, "seccomp(SET_MODE_FILTER, NEW_LISTENER)")
+    return listener, bool(flags & SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
 
 
 @dataclass(frozen=True)
@@ -201,12 +204,14 @@ class Listener:
     """The supervisor's end: receive trapped calls and answer each exactly once.
 
     cookie: the value the program's filter lets through as the supervisor's own ioctls
-    (ioctl_filter), which injection.ThreadTakeover passes.
+    (ioctl_filter), which injection.ThreadTakeover passes. killable: whether the filter's waits
+    are killable only (install_filter; Linux 5.19+).
     """
 
-    def __init__(self, fd: int, cookie: int = 0) -> None:
+    def __init__(self, fd: int, cookie: int = 0, killable: bool = True) -> None:
         self.fd = fd
         self.cookie = cookie
+        self.killable = killable
 
     def fast_wakeups(self) -> None:
         """Wake the trapped thread on the supervisor's CPU (Linux 6.6+): ~18 us instead of ~60 us."""
@@ -266,12 +271,18 @@ class Listener:
 
     def reply_with_fd(self, notification: Notification, fd: int) -> int:
         """Install a copy of our fd in the program (no close-on-exec) and answer the call with its
-        number. Two steps, not ADDFD's SEND: seccomp_notify_addfd() marks a SEND's call answered
-        before it waits, so a SEND that a stop signal interrupts (and restarts) leaves the
-        program's call returning 0 and ours EINPROGRESS."""
-        theirs = self.add_fd(notification, fd, fd_flags=0)
-        self.reply(notification, value=theirs)
-        return theirs
+        number. Two steps where the wait is killable only: seccomp_notify_addfd() marks a SEND's
+        call answered before it waits, so a SEND that a stop signal interrupts (and restarts)
+        leaves the program's call returning 0 and ours EINPROGRESS. Where any signal ends the
+        wait (before 5.19), one between the steps would restart the call, leaving the first fd
+        in the program unknown to it: there ADDFD's SEND does both at once."""
+        if self.killable:
+            theirs = self.add_fd(notification, fd, fd_flags=0)
+            self.reply(notification, value=theirs)
+            return theirs
+        request = bytearray(_ADDFD.pack(notification.id, SECCOMP_ADDFD_FLAG_SEND, fd, 0, 0))
+        with _signals_held():
+            return fcntl.ioctl(self.fd, SECCOMP_IOCTL_NOTIF_ADDFD, request, True)
 
     def _send(self, response: bytes) -> None:
         try:

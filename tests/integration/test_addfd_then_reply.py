@@ -1,9 +1,10 @@
-"""reply_with_fd is ADDFD (no SEND) then a reply: the fd is in the program before its call is answered.
+"""reply_with_fd leaves exactly one new fd in the program, the one its call returns.
 
-On a kernel without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (before 5.19: install_filter falls
-back to an interruptible wait) any signal to the trapped thread between the two takes the call
-away (it restarts as a new one, which gets a second fd): the first fd stays in the program,
-which never learns its number. ADDFD with SEND installed and answered in one step.
+It is ADDFD (no SEND) then a reply where the filter's wait is killable only. On a kernel
+without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (before 5.19: install_filter falls back to an
+interruptible wait) any signal to the trapped thread between the two would take the call away
+(it restarts as a new one, which gets a second fd), so there it is ADDFD with SEND. Before the
+fix the interruptible case left a first fd the program never learned of.
 """
 
 import json
@@ -31,8 +32,8 @@ channel = socket.socket(fileno=int(sys.argv[2]))
 signal.signal(signal.SIGUSR1, lambda *_: None)
 signal.siginterrupt(signal.SIGUSR1, False)  # SA_RESTART, as most programs' handlers
 REQUEST = 0xC040AED4  # KVM_CREATE_GUEST_MEMFD
-listener = seccomp.install_filter(seccomp.ioctl_filter([REQUEST], (1 << 32) | 1))
-socket.send_fds(channel, [b"l"], [listener])
+listener, killable = seccomp.install_filter(seccomp.ioctl_filter([REQUEST], (1 << 32) | 1))
+socket.send_fds(channel, [b"killable" if killable else b"interruptible"], [listener])
 os.close(listener)
 target = os.open("/dev/null", os.O_RDONLY)
 def open_fds():  # without opening one to look
@@ -57,14 +58,18 @@ def test_a_signal_between_addfd_and_the_reply_leaves_no_fd_behind(wait):
     ours, theirs = socket.socketpair()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     program = subprocess.Popen(
-        [sys.executable, "-c", PROGRAM, wait, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-        stdout=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-c", PROGRAM, wait, str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     theirs.close()
     source = os.open("/dev/null", os.O_RDONLY)
     try:
-        _, fds, _, _ = socket.recv_fds(ours, 1, 1)
-        listener = Listener(fds[0])
+        waits, fds, _, _ = socket.recv_fds(ours, 64, 1)
+        assert waits.decode() == wait
+        listener = Listener(fds[0], killable=waits == b"killable")
         answered = 0
         reply = listener.reply
 
