@@ -16,6 +16,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FUSEError
 
+from ..base.processes import has_interrupting_signal
 from ..trace.channel import TraceChannel, TraceReader
 from .tracing import session_device_fd
 
@@ -55,9 +56,11 @@ class TraceFile:
         """Whole event lines, waiting (an awaited trio Event: the loop serves on) until there is
         one, or the end (b""); EAGAIN at once for a reader opened O_NONBLOCK.
 
-        A waiting read ends with EINTR when its caller gets a signal (^C on `cat`): the kernel
-        passes the signal on as FUSE_INTERRUPT and then waits for the answer, uninterruptibly
-        for a fatal signal, so without this a signalled reader would wait for the next event."""
+        A waiting read ends with EINTR when its caller gets a signal it catches or dies of (^C on
+        `cat`): the kernel passes the signal on as FUSE_INTERRUPT and then waits for the answer,
+        uninterruptibly for a fatal signal, so without this a signalled reader would wait for the
+        next event. A stop and continue (^Z, fg) is also an interrupt, but the read waits on, as
+        trace_pipe's restarts; a caught signal with SA_RESTART gets EINTR (/proc does not say)."""
         reader, nonblocking = self._readers[fh]
         if nonblocking and not reader.readable:
             raise FUSEError(errno.EAGAIN)
@@ -68,7 +71,7 @@ class TraceFile:
             while True:
                 with trio.move_on_after(INTERRUPT_CHECK_INTERVAL):
                     return await reader.read(size)  # cancelled only while it waits: no line is lost
-                if ctx.interrupted:
+                if ctx.interrupted and has_interrupting_signal(ctx.pid):  # not for a stop
                     raise FUSEError(errno.EINTR)
         finally:
             self._waiting -= 1
