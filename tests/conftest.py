@@ -109,7 +109,11 @@ def shared_mounts_give_pages_back(request):
         return
     idle = request.getfixturevalue("huge_pools")
     before = {size: wait_for_counters(size, counters.reserved, counters.free) for size, counters in idle.items()}
-    held = {size: counters for size, counters in before.items() if counters != idle[size]}
+    held = {
+        size: counters
+        for size, counters in before.items()
+        if (counters.reserved, counters.free) != (idle[size].reserved, idle[size].free)
+    }
     if held:
         expected = {size: idle[size] for size in held}
         idle.update(held)  # said once: the tests after this one start from what is held
