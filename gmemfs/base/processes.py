@@ -4,8 +4,8 @@ and the signals a thread has waiting."""
 import os
 import signal
 
-# Signals whose default action neither ends the process nor does nothing: a stop (continued
-# later) or nothing at all. Only a caught signal or a fatal one should end a waiting call.
+# Signals whose default action does not end the process: it stops (to be continued) or does
+# nothing. Only a caught signal or a fatal one should end a waiting call.
 _HARMLESS_BY_DEFAULT = {
     signal.SIGCHLD, signal.SIGCONT, signal.SIGURG, signal.SIGWINCH,
     signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU,
