@@ -118,7 +118,8 @@ def _request(target: str, quiet: bool = False):
 
 # Refusals at the FUSE edge (which handle, opened how, which kind of inode) are the VFS's in
 # the kernel: the trace names the VFS function that makes them. Lookups of names that do not
-# exist and questions for attributes a file lacks are how callers probe, not refusals.
+# exist and questions for attributes a file lacks are how callers probe, and a trace reader's
+# EAGAIN (nothing yet) and EINTR (its signal) how it waits: none of them is a refusal.
 EDGE_FUNCTIONS = {
     "fallocate": "vfs_fallocate",
     "ioctl": "vfs_ioctl",
@@ -130,7 +131,15 @@ EDGE_FUNCTIONS = {
     "setxattr": "vfs_setxattr",
     "removexattr": "vfs_removexattr",
 }
-PROBES = frozenset({("lookup", errno.ENOENT), ("getxattr", errno.ENODATA), ("getxattr", errno.ENOTSUP)})
+PROBES = frozenset(
+    {
+        ("lookup", errno.ENOENT),
+        ("getxattr", errno.ENODATA),
+        ("getxattr", errno.ENOTSUP),
+        ("read", errno.EAGAIN),  # only the trace file's read raises these two
+        ("read", errno.EINTR),
+    }
+)
 
 
 def _edge_refusal(handler: str, err: int) -> GmemError:
@@ -280,8 +289,6 @@ class GmemOperations(pyfuse3.Operations):
                 inode = self.inodes.handle(value).inode
         except KeyError:
             pass
-        if name == "read" and inode is not None and inode is self.inodes.trace_file:
-            return  # a trace reader's EAGAIN or EINTR: its own flow, no decision about a file
         try:
             what, words, detail = refused_request(name, inode, args)
             detail.update(getattr(error, "trace_detail", {}))  # what a failure left done

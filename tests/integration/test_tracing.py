@@ -291,6 +291,21 @@ def test_root_can_only_read_it(start_gmemfs):
     assert os.statvfs(daemon.mountpoint).f_files - os.statvfs(daemon.mountpoint).f_ffree == 1
 
 
+def test_a_trace_reader_s_eagain_is_no_event(start_gmemfs):
+    """A reader finding nothing is how it waits, not a refusal: another reader sees no event of it."""
+    daemon = start_gmemfs("-o", "pagesize=2M")
+    path = daemon.mountpoint / os.fsdecode(TRACE_FILE)
+    watcher = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for _ in range(3):
+            with pytest.raises(BlockingIOError):
+                read_of_a_fresh_reader(path)
+        with pytest.raises(BlockingIOError):
+            os.read(watcher, 65536)
+    finally:
+        os.close(watcher)
+
+
 def waiting_reader(path) -> subprocess.Popen:
     """`cat` of the trace file, its read(2) waiting in the daemon (no event comes)."""
     reader = subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL)
